@@ -1,0 +1,133 @@
+"""What to run: one frozen, validated dataclass per workload.
+
+A job is checked when it is created, so a rung only ever sees sensible numbers, and
+every message names the parameter and what is allowed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, ClassVar, Literal
+
+from ladder.errors import BadInput
+from tasks.workloads import chunk_ranges, expected_sum
+
+MAX_N = 10_000_000_000
+MAX_CHUNKS = 100_000
+MAX_WORKERS = 256
+MAX_ITEMS = 100_000_000
+MAX_PAYLOAD_BYTES = 10_000_000
+MAX_WORK_MS = 60_000.0
+MAX_QUEUE_SIZE = 1_000_000
+
+
+def check_int(name: str, value: object, low: int, high: int) -> None:
+    """Raise BadInput unless value is a whole number in [low, high]."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise BadInput(f"{name} must be a whole number (got {value!r})")
+    if value < low:
+        raise BadInput(f"{name} must be at least {low:,} (got {value:,})")
+    if value > high:
+        raise BadInput(f"{name} must be at most {high:,} (got {value:,})")
+
+
+def check_number(name: str, value: object, low: float, high: float) -> None:
+    """Raise BadInput unless value is a finite number in [low, high]."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
+        raise BadInput(f"{name} must be a number (got {value!r})")
+    if not low <= value <= high:
+        raise BadInput(f"{name} must be between {low:g} and {high:g} (got {value:g})")
+
+
+def check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
+    """Raise BadInput unless value is one of choices."""
+    if value not in choices:
+        raise BadInput(f"{name} must be one of: {', '.join(choices)} (got {value!r})")
+
+
+@dataclass(frozen=True)
+class SumJob:
+    """1 + 2 + ... + n, cut into `chunks` ranges summed by `workers`."""
+
+    workload: ClassVar[str] = "sum"
+    unit: ClassVar[str] = "numbers/s"
+
+    n: int = 20_000_000
+    chunks: int = 16
+    workers: int = 2
+
+    def __post_init__(self) -> None:
+        check_int("n", self.n, 1, MAX_N)
+        check_int("chunks", self.chunks, 1, min(self.n, MAX_CHUNKS))
+        check_int("workers", self.workers, 1, MAX_WORKERS)
+
+    @property
+    def size(self) -> int:
+        """How many numbers are added: the throughput's numerator."""
+        return self.n
+
+    @property
+    def expected(self) -> int:
+        return expected_sum(self.n)
+
+    def ranges(self) -> list[tuple[int, int]]:
+        return chunk_ranges(self.n, self.chunks)
+
+    def params(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+EndOfStream = Literal["sentinel", "join"]
+
+
+@dataclass(frozen=True)
+class PipelineJob:
+    """`producers` make `items` in all, `consumers` handle them through a bounded queue."""
+
+    workload: ClassVar[str] = "pipeline"
+    unit: ClassVar[str] = "items/s"
+
+    items: int = 20_000
+    producers: int = 2
+    consumers: int = 2
+    payload_bytes: int = 16
+    work_ms: float = 0.0
+    work_kind: Literal["io", "cpu"] = "io"
+    produce_ms: float = 0.0
+    queue_size: int = 1_000
+    end: EndOfStream = "sentinel"
+
+    def __post_init__(self) -> None:
+        check_int("items", self.items, 1, MAX_ITEMS)
+        check_int("producers", self.producers, 1, min(self.items, MAX_WORKERS))
+        check_int("consumers", self.consumers, 1, MAX_WORKERS)
+        check_int("payload_bytes", self.payload_bytes, 0, MAX_PAYLOAD_BYTES)
+        check_number("work_ms", self.work_ms, 0, MAX_WORK_MS)
+        check_choice("work_kind", self.work_kind, ("io", "cpu"))
+        check_number("produce_ms", self.produce_ms, 0, MAX_WORK_MS)
+        check_int("queue_size", self.queue_size, 1, MAX_QUEUE_SIZE)
+        check_choice("end", self.end, ("sentinel", "join"))
+
+    @property
+    def size(self) -> int:
+        return self.items
+
+    @property
+    def expected(self) -> int:
+        return self.items
+
+    @property
+    def payload(self) -> str:
+        return "x" * self.payload_bytes
+
+    def share(self, producer: int) -> range:
+        """The item ids producer number `producer` makes: an even split of 0..items-1."""
+        start = self.items * producer // self.producers
+        stop = self.items * (producer + 1) // self.producers
+        return range(start, stop)
+
+    def params(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+Job = SumJob | PipelineJob

@@ -1,0 +1,58 @@
+"""The contract every rung implements: two methods, one per workload.
+
+A rung moves work through its own channel (a list, a queue, a pool, a broker) and
+hands back raw outcomes; it never prints and never verifies. The runner times it,
+verifies what it returns and reports.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from types import TracebackType
+from typing import ClassVar, Self
+
+from ladder.jobs import PipelineJob, SumJob
+from ladder.results import Consumed
+from ladder.settings import Settings
+
+# Advance the progress bar by n units (numbers summed, items handled). Safe to call
+# from any thread of the parent process; rungs call it every PROGRESS_EVERY units at most.
+Progress = Callable[[int], None]
+PROGRESS_EVERY = 500
+
+
+def no_progress(n: int) -> None:
+    """A Progress that shows nothing."""
+
+
+class Rung:
+    """Base of every rung: a subclass sets name and teaches, and writes the two methods.
+
+    A rung is a context manager so that one with long-lived parts (a broker, workers)
+    can start them on enter and stop them on exit, outside the timed runs.
+    """
+
+    name: ClassVar[str]
+    teaches: ClassVar[str]
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = settings or Settings()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        return None
+
+    def run_sum(self, job: SumJob, progress: Progress = no_progress) -> int:
+        """Sum job.ranges() with job.workers workers; return the total."""
+        raise NotImplementedError
+
+    def run_pipeline(self, job: PipelineJob, progress: Progress = no_progress) -> Consumed:
+        """Move every item from job.producers producers to job.consumers consumers."""
+        raise NotImplementedError

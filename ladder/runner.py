@@ -1,0 +1,30 @@
+"""Runs a job on a rung, times it and verifies what comes back."""
+
+from __future__ import annotations
+
+import time
+
+from ladder.jobs import Job, SumJob
+from ladder.registry import get_rung
+from ladder.results import RunResult, verify_pipeline, verify_sum
+from ladder.rung import Progress, Rung, no_progress
+from ladder.settings import Settings
+
+
+def run(rung: Rung, job: Job, progress: Progress = no_progress) -> RunResult:
+    """Run one job on a rung that is already started; the timer covers only the work."""
+    if isinstance(job, SumJob):
+        start = time.perf_counter()
+        total = rung.run_sum(job, progress)
+        return verify_sum(rung.name, job, total, time.perf_counter() - start)
+    start = time.perf_counter()
+    consumed = rung.run_pipeline(job, progress)
+    return verify_pipeline(rung.name, job, consumed, time.perf_counter() - start)
+
+
+def run_on(
+    rung_name: str, job: Job, settings: Settings, progress: Progress = no_progress
+) -> RunResult:
+    """Start the named rung, run the job on it, stop the rung."""
+    with get_rung(rung_name)(settings) as rung:
+        return run(rung, job, progress)

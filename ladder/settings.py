@@ -1,0 +1,26 @@
+"""Configuration, built once from the command line and the environment, then passed down.
+
+This is the one module that reads os.environ.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Where the broker is. None means: start a private one (the embedded stack)."""
+
+    broker_url: str | None = None
+    result_backend: str | None = None
+
+    @classmethod
+    def load(cls, broker: str | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+        """--broker wins over CELERY_BROKER_URL; the backend defaults to the broker."""
+        env = os.environ if environ is None else environ
+        broker_url = broker or env.get("CELERY_BROKER_URL") or None
+        backend = env.get("CELERY_RESULT_BACKEND") or broker_url
+        return cls(broker_url=broker_url, result_backend=backend)

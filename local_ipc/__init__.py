@@ -1,0 +1,1 @@
+"""One module per local rung, all implementing ladder.rung.Rung."""

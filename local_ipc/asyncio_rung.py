@@ -1,0 +1,97 @@
+"""The asyncio rung: coroutines around a bounded asyncio.Queue, in one thread.
+
+    producer coroutines -> asyncio.Queue(maxsize) -> consumer coroutines -> Consumed
+    CPU work -> loop.run_in_executor(process pool) -> awaited result
+
+Coroutines switch only at an await, so waiting overlaps (asyncio.sleep stands for a
+socket) while a blocking call would stall them all: CPU work is sent to a process pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from concurrent.futures import ProcessPoolExecutor
+
+from ladder.jobs import PipelineJob, SumJob
+from ladder.results import Consumed
+from ladder.rung import PROGRESS_EVERY, Progress, Rung, no_progress
+from local_ipc.processes import CONTEXT
+from tasks.workloads import STOP, Item, make_item, sum_range, work
+
+
+class AsyncioRung(Rung):
+    name = "asyncio"
+    teaches = "one thread, cooperative switching at each await; CPU work via run_in_executor"
+
+    def run_sum(self, job: SumJob, progress: Progress = no_progress) -> int:
+        return asyncio.run(self._sum(job, progress))
+
+    def run_pipeline(self, job: PipelineJob, progress: Progress = no_progress) -> Consumed:
+        return asyncio.run(self._pipeline(job, progress))
+
+    async def _sum(self, job: SumJob, progress: Progress) -> int:
+        loop = asyncio.get_running_loop()
+
+        async def chunk(start: int, stop: int) -> tuple[int, int]:
+            return stop - start, await loop.run_in_executor(pool, sum_range, start, stop)
+
+        total = 0
+        with ProcessPoolExecutor(max_workers=job.workers, mp_context=CONTEXT) as pool:
+            for next_done in asyncio.as_completed([chunk(a, b) for a, b in job.ranges()]):
+                numbers, chunk_total = await next_done
+                total += chunk_total
+                progress(numbers)
+        return total
+
+    async def _pipeline(self, job: PipelineJob, progress: Progress) -> Consumed:
+        loop = asyncio.get_running_loop()
+        channel: asyncio.Queue[Item | None] = asyncio.Queue(maxsize=job.queue_size)
+        consumed = Consumed()
+        payload = job.payload
+        cpu_pool = (
+            ProcessPoolExecutor(max_workers=job.consumers, mp_context=CONTEXT)
+            if job.work_kind == "cpu" and job.work_ms
+            else None
+        )
+
+        async def handle(item: Item) -> None:
+            # handle_item's steps, with each wait made an await.
+            taken = time.time()
+            if cpu_pool:
+                await loop.run_in_executor(cpu_pool, work, job.work_ms, "cpu")
+            elif job.work_ms:
+                await asyncio.sleep(job.work_ms / 1000)
+            consumed.record(item["id"], taken - item["t"])
+
+        async def produce(ids: range) -> None:
+            for item_id in ids:
+                if job.produce_ms:
+                    await asyncio.sleep(job.produce_ms / 1000)
+                await channel.put(make_item(item_id, payload))
+
+        async def consume() -> None:
+            while (item := await channel.get()) is not STOP:
+                await handle(item)
+                channel.task_done()
+                if len(consumed.ids) % PROGRESS_EVERY == 0:
+                    progress(PROGRESS_EVERY)
+            channel.task_done()
+
+        try:
+            consumers = [asyncio.create_task(consume()) for _ in range(job.consumers)]
+            await asyncio.gather(*(produce(job.share(p)) for p in range(job.producers)))
+            if job.end == "join":
+                await channel.join()
+                for task in consumers:
+                    task.cancel()  # the asyncio idiom: consumers idle on get(), cancel them
+                await asyncio.gather(*consumers, return_exceptions=True)
+            else:
+                for _ in consumers:
+                    await channel.put(STOP)
+                await asyncio.gather(*consumers)
+        finally:
+            if cpu_pool:
+                cpu_pool.shutdown(cancel_futures=True)
+        progress(len(consumed.ids) % PROGRESS_EVERY)
+        return consumed

@@ -1,0 +1,62 @@
+"""The producer and consumer loops that threads and processes share.
+
+queue.Queue and multiprocessing.Queue have the same put/get, so the very same loop
+runs in a thread or in a child process: only the channel handed to it differs.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from ladder.jobs import PipelineJob
+from ladder.results import Consumed
+from ladder.rung import PROGRESS_EVERY, Progress
+from tasks.workloads import STOP, handle_item, make_item, sum_range
+
+
+class Channel(Protocol):
+    def put(self, obj: Any, block: bool = True, timeout: float | None = None) -> None: ...
+    def get(self, block: bool = True, timeout: float | None = None) -> Any: ...
+
+
+def produce(channel: Channel, ids: range, job: PipelineJob) -> None:
+    """Put one item per id; put blocks while the bounded channel is full (backpressure)."""
+    payload = job.payload
+    for item_id in ids:
+        if job.produce_ms:
+            time.sleep(job.produce_ms / 1000)
+        channel.put(make_item(item_id, payload))
+
+
+def consume(channel: Channel, job: PipelineJob, progress: Progress) -> Consumed:
+    """Handle items until the sentinel; return what this consumer handled.
+
+    A joinable channel (queue.Queue, multiprocessing.JoinableQueue) is told task_done
+    after every get, the sentinel's included, so that join() returns once all is handled.
+    """
+    task_done = getattr(channel, "task_done", None)
+    consumed = Consumed()
+    while (item := channel.get()) is not STOP:
+        consumed.record(*handle_item(item, job.work_ms, job.work_kind))
+        if task_done:
+            task_done()
+        if len(consumed.ids) % PROGRESS_EVERY == 0:
+            progress(PROGRESS_EVERY)
+    if task_done:
+        task_done()
+    progress(len(consumed.ids) % PROGRESS_EVERY)
+    return consumed
+
+
+def sum_chunks(chunks: Channel, totals: Channel) -> None:
+    """Sum (start, stop) ranges until the sentinel, putting (numbers, total) for each."""
+    while (chunk := chunks.get()) is not STOP:
+        start, stop = chunk
+        totals.put((stop - start, sum_range(start, stop)))
+
+
+def put_all(channel: Channel, objs: Sequence[Any]) -> None:
+    for obj in objs:
+        channel.put(obj)

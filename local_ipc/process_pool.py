@@ -1,0 +1,22 @@
+"""The process-pool rung: concurrent.futures.ProcessPoolExecutor.
+
+    producer threads -> submit -> worker processes (pickled calls) -> futures -> callbacks
+
+The same code as the thread-pool rung; only the executor differs, and with it the GIL
+no longer caps CPU-bound work.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import Executor, ProcessPoolExecutor
+
+from local_ipc.pool import PoolRung
+from local_ipc.processes import CONTEXT
+
+
+class ProcessPoolRung(PoolRung):
+    name = "process-pool"
+    teaches = "concurrent.futures with processes: the same API, CPU-bound work across cores"
+
+    def executor(self, workers: int) -> Executor:
+        return ProcessPoolExecutor(max_workers=workers, mp_context=CONTEXT)

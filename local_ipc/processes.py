@@ -1,0 +1,148 @@
+"""The processes rung: multiprocessing.Process workers around a bounded multiprocessing.Queue.
+
+    producer processes -> multiprocessing.Queue(maxsize) -> consumer processes
+    consumer processes -> results queue (one Consumed each, at the sentinel) -> parent
+
+The loops are those of the threads rung; what changes is isolation: every item is
+pickled through a pipe, and a child's tally must be sent back, since the parent cannot
+read a child's memory. With end="join" the channel is a JoinableQueue and the parent
+waits on join() instead of counting.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import queue
+from collections.abc import Iterable, Sequence
+from multiprocessing.process import BaseProcess
+from multiprocessing.sharedctypes import Synchronized
+from typing import Any
+
+from ladder.jobs import PipelineJob, SumJob
+from ladder.results import Consumed
+from ladder.rung import Progress, Rung, no_progress
+from local_ipc.loops import Channel, consume, produce, put_all, sum_chunks
+from tasks.workloads import STOP
+
+# fork starts a child in about a millisecond and is the classic Unix model; the
+# children run only the loops above, which take no lock another parent thread holds.
+CONTEXT = multiprocessing.get_context("fork")
+POLL_S = 0.1
+
+
+def consumer_main(
+    channel: Channel, results: Channel, job: PipelineJob, handled: Synchronized[int]
+) -> None:
+    def progress(n: int) -> None:
+        with handled.get_lock():
+            handled.value += n
+
+    results.put(consume(channel, job, progress))
+
+
+def stop_processes(processes: Iterable[BaseProcess], timeout_s: float = 5.0) -> None:
+    """Terminate what is still running, then kill what ignores it: no orphans."""
+    alive = [p for p in processes if p.is_alive()]
+    for process in alive:
+        process.terminate()
+    for process in alive:
+        process.join(timeout_s)
+        if process.is_alive():
+            process.kill()
+            process.join()
+
+
+class ProcessesRung(Rung):
+    name = "processes"
+    teaches = "isolation: one interpreter per process, items pickled through pipes, sentinels, join"
+
+    def run_sum(self, job: SumJob, progress: Progress = no_progress) -> int:
+        chunks = CONTEXT.Queue()
+        totals = CONTEXT.Queue()
+        workers = [
+            CONTEXT.Process(target=sum_chunks, args=(chunks, totals), name=f"sum-{w}")
+            for w in range(job.workers)
+        ]
+        try:
+            for worker in workers:
+                worker.start()
+            put_all(chunks, [*job.ranges(), *[STOP] * job.workers])
+            total = 0
+            for numbers, chunk_total in self._collect(totals, job.chunks, workers, no_progress):
+                total += chunk_total
+                progress(numbers)
+            # Join only after every result is read: a child that has put data on a
+            # queue does not exit until that data has been taken from the pipe.
+            for worker in workers:
+                worker.join()
+            return total
+        finally:
+            stop_processes(workers)
+
+    def run_pipeline(self, job: PipelineJob, progress: Progress = no_progress) -> Consumed:
+        channel = (
+            CONTEXT.JoinableQueue(job.queue_size)
+            if job.end == "join"
+            else CONTEXT.Queue(job.queue_size)
+        )
+        results = CONTEXT.Queue()
+        handled = CONTEXT.Value("q", 0)
+        producers = [
+            CONTEXT.Process(target=produce, args=(channel, job.share(p), job), name=f"producer-{p}")
+            for p in range(job.producers)
+        ]
+        consumers = [
+            CONTEXT.Process(
+                target=consumer_main, args=(channel, results, job, handled), name=f"consumer-{c}"
+            )
+            for c in range(job.consumers)
+        ]
+        try:
+            for process in producers + consumers:
+                process.start()
+            for process in producers:
+                process.join()
+            if job.end == "join":
+                channel.join()  # type: ignore[attr-defined]
+            put_all(channel, [STOP] * job.consumers)
+            consumed = Consumed()
+            shown = 0
+
+            def show_handled(_: int) -> None:
+                nonlocal shown
+                progress(handled.value - shown)
+                shown = handled.value
+
+            for tally in self._collect(results, job.consumers, consumers, show_handled):
+                consumed.extend(tally)
+            show_handled(0)
+            for process in consumers:
+                process.join()
+            return consumed
+        finally:
+            stop_processes(producers + consumers)
+
+    @staticmethod
+    def _collect(
+        results: Channel, count: int, senders: Sequence[BaseProcess], tick: Progress
+    ) -> Iterable[Any]:
+        """Yield up to `count` results, stopping once every sender has exited.
+
+        A child that died without reporting leaves its share missing, which the
+        verification then counts (lost items, a wrong sum) instead of waiting forever.
+        """
+        received = 0
+        while received < count:
+            try:
+                yield results.get(timeout=POLL_S)
+                received += 1
+            except queue.Empty:
+                tick(0)
+                if not any(p.is_alive() for p in senders):
+                    # What a child put just before exiting is already in the pipe.
+                    try:
+                        while received < count:
+                            yield results.get(timeout=POLL_S)
+                            received += 1
+                    except queue.Empty:
+                        return

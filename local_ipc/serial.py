@@ -1,0 +1,40 @@
+"""The serial rung: a plain loop, the baseline every speedup is measured against.
+
+producer -> (no channel: the very next line) -> consumer -> Consumed
+"""
+
+from __future__ import annotations
+
+import time
+
+from ladder.jobs import PipelineJob, SumJob
+from ladder.results import Consumed
+from ladder.rung import PROGRESS_EVERY, Progress, Rung, no_progress
+from tasks.workloads import handle_item, make_item, sum_range
+
+
+class SerialRung(Rung):
+    name = "serial"
+    teaches = "one loop, no concurrency: the baseline every speedup is measured against"
+
+    def run_sum(self, job: SumJob, progress: Progress = no_progress) -> int:
+        total = 0
+        for start, stop in job.ranges():
+            total += sum_range(start, stop)
+            progress(stop - start)
+        return total
+
+    def run_pipeline(self, job: PipelineJob, progress: Progress = no_progress) -> Consumed:
+        consumed = Consumed()
+        payload = job.payload
+        for producer in range(job.producers):
+            for item_id in job.share(producer):
+                if job.produce_ms:
+                    time.sleep(job.produce_ms / 1000)
+                consumed.record(
+                    *handle_item(make_item(item_id, payload), job.work_ms, job.work_kind)
+                )
+                if len(consumed.ids) % PROGRESS_EVERY == 0:
+                    progress(PROGRESS_EVERY)
+        progress(len(consumed.ids) % PROGRESS_EVERY)
+        return consumed

@@ -1,0 +1,77 @@
+"""The threads rung: threading.Thread workers around a bounded queue.Queue.
+
+    producer threads -> queue.Queue(maxsize) -> consumer threads -> one Consumed each
+
+Threads share memory, so each consumer's tally is simply read after join. The GIL
+lets one thread run Python at a time: no gain on CPU-bound work, a real one when
+threads wait (sleep, sockets), because waiting releases it.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+
+from ladder.jobs import PipelineJob, SumJob
+from ladder.results import Consumed
+from ladder.rung import Progress, Rung, no_progress
+from local_ipc.loops import consume, produce, put_all, sum_chunks
+from tasks.workloads import STOP
+
+
+class ThreadsRung(Rung):
+    name = "threads"
+    teaches = "shared memory and the GIL: no gain on CPU-bound work, a real one on I/O"
+
+    def run_sum(self, job: SumJob, progress: Progress = no_progress) -> int:
+        chunks: queue.Queue[tuple[int, int] | None] = queue.Queue()
+        totals: queue.Queue[tuple[int, int]] = queue.Queue()
+        workers = [
+            threading.Thread(target=sum_chunks, args=(chunks, totals), name=f"sum-{w}")
+            for w in range(job.workers)
+        ]
+        for worker in workers:
+            worker.start()
+        # One sentinel per worker: each takes exactly one and stops.
+        put_all(chunks, [*job.ranges(), *[STOP] * job.workers])
+        total = 0
+        for _ in range(job.chunks):
+            numbers, chunk_total = totals.get()
+            total += chunk_total
+            progress(numbers)
+        for worker in workers:
+            worker.join()
+        return total
+
+    def run_pipeline(self, job: PipelineJob, progress: Progress = no_progress) -> Consumed:
+        channel: queue.Queue[object] = queue.Queue(maxsize=job.queue_size)
+        tallies: list[Consumed] = []
+
+        def consumer() -> None:
+            # list.append is atomic under the GIL: no lock needed to collect tallies.
+            tallies.append(consume(channel, job, progress))
+
+        producers = [
+            threading.Thread(
+                target=produce, args=(channel, job.share(p), job), name=f"producer-{p}"
+            )
+            for p in range(job.producers)
+        ]
+        consumers = [
+            threading.Thread(target=consumer, name=f"consumer-{c}") for c in range(job.consumers)
+        ]
+        for thread in producers + consumers:
+            thread.start()
+        for thread in producers:
+            thread.join()
+        if job.end == "join":
+            channel.join()  # returns once every item put so far has been task_done
+        # Only now is the stream over: a sentinel sent earlier could overtake items
+        # still being put by a slower producer.
+        put_all(channel, [STOP] * job.consumers)
+        for thread in consumers:
+            thread.join()
+        consumed = Consumed()
+        for tally in tallies:
+            consumed.extend(tally)
+        return consumed

@@ -1,0 +1,66 @@
+"""The work itself: plain functions every rung runs, importing neither celery nor kombu.
+
+Being module-level and free of broker imports, they pickle for multiprocessing and
+import cleanly in a Celery worker. Items are plain dicts so that they travel as JSON.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Literal
+
+# End of stream: one per consumer, put after every producer has finished.
+# None is JSON's null, so the same sentinel crosses a broker unchanged.
+STOP = None
+
+# Pure-Python loop iterations that take about one millisecond on the reference
+# machine (CPython 3.11, 2 cores); CPU work is a fixed count of iterations, never a
+# time-based spin, so that threads sharing the GIL cannot appear to overlap it.
+LOOPS_PER_MS = 16_000
+
+WorkKind = Literal["io", "cpu"]
+Item = dict[str, Any]
+
+
+def sum_range(start: int, stop: int) -> int:
+    """Add start + ... + stop - 1 one number at a time: CPU-bound on purpose."""
+    total = 0
+    for number in range(start, stop):
+        total += number
+    return total
+
+
+def chunk_ranges(n: int, chunks: int) -> list[tuple[int, int]]:
+    """Split 1..n into `chunks` half-open ranges of nearly equal length."""
+    bounds = [1 + (n * k) // chunks for k in range(chunks + 1)]
+    return [(bounds[k], bounds[k + 1]) for k in range(chunks)]
+
+
+def expected_sum(n: int) -> int:
+    """1 + 2 + ... + n, the closed form every sum run is checked against."""
+    return n * (n + 1) // 2
+
+
+def make_item(item_id: int, payload: str) -> Item:
+    """One pipeline item, stamped with the wall-clock time it was produced."""
+    return {"id": item_id, "t": time.time(), "payload": payload}
+
+
+def work(ms: float, kind: WorkKind) -> None:
+    """Per-item work: sleep (I/O-bound, releases the GIL) or a loop (CPU-bound)."""
+    if ms <= 0:
+        return
+    if kind == "io":
+        time.sleep(ms / 1000)
+    else:
+        sum_range(0, int(ms * LOOPS_PER_MS))
+
+
+def handle_item(item: Item, work_ms: float = 0.0, work_kind: WorkKind = "io") -> tuple[int, float]:
+    """Consume one item: note when it was taken, do its work, return (id, latency_s).
+
+    Latency is produce -> taken by a consumer: the time the item spent in the channel.
+    """
+    taken = time.time()
+    work(work_ms, work_kind)
+    return item["id"], taken - item["t"]
