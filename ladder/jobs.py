@@ -36,7 +36,9 @@ def check_number(name: str, value: object, low: float, high: float) -> None:
     if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
         raise BadInput(f"{name} must be a number (got {value!r})")
     if not low <= value <= high:
-        raise BadInput(f"{name} must be between {low:g} and {high:g} (got {value:g})")
+        # An int is shown as check_int shows it: ":g" would overflow on a huge one.
+        shown = f"{value:g}" if isinstance(value, float) else f"{value:,}"
+        raise BadInput(f"{name} must be between {low:g} and {high:g} (got {shown})")
 
 
 def check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:

@@ -10,6 +10,8 @@ from local_ipc.processes import ProcessesRung
 from local_ipc.serial import SerialRung
 from local_ipc.thread_pool import ThreadPoolRung
 from local_ipc.threads import ThreadsRung
+from producers.celery_producer import CeleryRung
+from producers.kombu_producer import KombuRung
 
 RUNGS: dict[str, type[Rung]] = {
     rung.name: rung
@@ -20,6 +22,8 @@ RUNGS: dict[str, type[Rung]] = {
         ThreadPoolRung,
         ProcessPoolRung,
         AsyncioRung,
+        KombuRung,
+        CeleryRung,
     )
 }
 

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import ClassVar, Self
 
-from ladder.jobs import PipelineJob, SumJob
+from ladder.jobs import Job, PipelineJob, SumJob
 from ladder.results import Consumed
 from ladder.settings import Settings
 
@@ -48,6 +48,9 @@ class Rung:
         tb: TracebackType | None,
     ) -> None:
         return None
+
+    def prepare(self, job: Job) -> None:
+        """Get ready for job outside the timed run: start workers of the right shape."""
 
     def run_sum(self, job: SumJob, progress: Progress = no_progress) -> int:
         """Sum job.ranges() with job.workers workers; return the total."""

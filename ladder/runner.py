@@ -13,6 +13,7 @@ from ladder.settings import Settings
 
 def run(rung: Rung, job: Job, progress: Progress = no_progress) -> RunResult:
     """Run one job on a rung that is already started; the timer covers only the work."""
+    rung.prepare(job)
     if isinstance(job, SumJob):
         start = time.perf_counter()
         total = rung.run_sum(job, progress)

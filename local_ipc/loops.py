@@ -6,8 +6,10 @@ runs in a thread or in a child process: only the channel handed to it differs.
 
 from __future__ import annotations
 
+import queue
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from multiprocessing.process import BaseProcess
 from typing import Any, Protocol
 
 from ladder.jobs import PipelineJob
@@ -60,3 +62,32 @@ def sum_chunks(chunks: Channel, totals: Channel) -> None:
 def put_all(channel: Channel, objs: Sequence[Any]) -> None:
     for obj in objs:
         channel.put(obj)
+
+
+def collect(
+    results: Channel,
+    count: int,
+    senders: Sequence[BaseProcess],
+    tick: Progress,
+    poll_s: float = 0.1,
+) -> Iterable[Any]:
+    """Yield up to `count` results, stopping once every sender has exited.
+
+    A child that died without reporting leaves its share missing, which the
+    verification then counts (lost items, a wrong sum) instead of waiting forever.
+    """
+    received = 0
+    while received < count:
+        try:
+            yield results.get(timeout=poll_s)
+            received += 1
+        except queue.Empty:
+            tick(0)
+            if not any(p.is_alive() for p in senders):
+                # What a child put just before exiting is already in the pipe.
+                try:
+                    while received < count:
+                        yield results.get(timeout=poll_s)
+                        received += 1
+                except queue.Empty:
+                    return

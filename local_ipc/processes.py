@@ -12,22 +12,19 @@ waits on join() instead of counting.
 from __future__ import annotations
 
 import multiprocessing
-import queue
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from multiprocessing.process import BaseProcess
 from multiprocessing.sharedctypes import Synchronized
-from typing import Any
 
 from ladder.jobs import PipelineJob, SumJob
 from ladder.results import Consumed
 from ladder.rung import Progress, Rung, no_progress
-from local_ipc.loops import Channel, consume, produce, put_all, sum_chunks
+from local_ipc.loops import Channel, collect, consume, produce, put_all, sum_chunks
 from tasks.workloads import STOP
 
 # fork starts a child in about a millisecond and is the classic Unix model; the
 # children run only the loops above, which take no lock another parent thread holds.
 CONTEXT = multiprocessing.get_context("fork")
-POLL_S = 0.1
 
 
 def consumer_main(
@@ -68,7 +65,7 @@ class ProcessesRung(Rung):
                 worker.start()
             put_all(chunks, [*job.ranges(), *[STOP] * job.workers])
             total = 0
-            for numbers, chunk_total in self._collect(totals, job.chunks, workers, no_progress):
+            for numbers, chunk_total in collect(totals, job.chunks, workers, no_progress):
                 total += chunk_total
                 progress(numbers)
             # Join only after every result is read: a child that has put data on a
@@ -113,7 +110,7 @@ class ProcessesRung(Rung):
                 progress(handled.value - shown)
                 shown = handled.value
 
-            for tally in self._collect(results, job.consumers, consumers, show_handled):
+            for tally in collect(results, job.consumers, consumers, show_handled):
                 consumed.extend(tally)
             show_handled(0)
             for process in consumers:
@@ -121,28 +118,3 @@ class ProcessesRung(Rung):
             return consumed
         finally:
             stop_processes(producers + consumers)
-
-    @staticmethod
-    def _collect(
-        results: Channel, count: int, senders: Sequence[BaseProcess], tick: Progress
-    ) -> Iterable[Any]:
-        """Yield up to `count` results, stopping once every sender has exited.
-
-        A child that died without reporting leaves its share missing, which the
-        verification then counts (lost items, a wrong sum) instead of waiting forever.
-        """
-        received = 0
-        while received < count:
-            try:
-                yield results.get(timeout=POLL_S)
-                received += 1
-            except queue.Empty:
-                tick(0)
-                if not any(p.is_alive() for p in senders):
-                    # What a child put just before exiting is already in the pipe.
-                    try:
-                        while received < count:
-                            yield results.get(timeout=POLL_S)
-                            received += 1
-                    except queue.Empty:
-                        return

@@ -1,0 +1,1 @@
+"""The receiving side over a broker: kombu consumers, Celery workers, the record they keep."""

@@ -1,0 +1,111 @@
+"""Talking to the Redis broker: URLs checked and masked, clients, per-run keys.
+
+Every key a run makes sits under `ladder:<run id>:`, so runs never collide and the
+cleanup of a run is one SCAN.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from urllib.parse import urlsplit, urlunsplit
+
+import redis
+
+from ladder.errors import BadInput, RunFailed
+
+PREFIX = "ladder:"
+SCHEMES = ("redis", "rediss")
+CONNECT_TIMEOUT_S = 3.0
+
+
+def mask_url(url: str) -> str:
+    """The URL with its password replaced by ***, for every message and log line."""
+    try:
+        parts = urlsplit(url)
+        if parts.password is None:
+            return url
+        user = parts.username or ""
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port else ""
+        return urlunsplit(parts._replace(netloc=f"{user}:***@{host}{port}"))
+    except ValueError:
+        return "<unparseable URL>"
+
+
+def check_url(url: str) -> str:
+    """Raise BadInput unless url is a usable redis:// or rediss:// URL; return it."""
+    example = "redis://[:password@]host[:port][/db]"
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+        db = parts.path.lstrip("/")
+    except ValueError:
+        raise BadInput(f"broker URL must look like {example} (got {mask_url(url)})") from None
+    if parts.scheme not in SCHEMES or not parts.hostname:
+        raise BadInput(f"broker URL must look like {example} (got {mask_url(url)})")
+    if port == 0 or (db and not db.isdigit()):
+        raise BadInput(f"broker URL must look like {example} (got {mask_url(url)})")
+    return url
+
+
+def client(url: str) -> redis.Redis:
+    """A Redis client that fails fast instead of hanging on a dead broker."""
+    return redis.Redis.from_url(
+        url,
+        socket_connect_timeout=CONNECT_TIMEOUT_S,
+        health_check_interval=30,
+        decode_responses=True,
+    )
+
+
+def ping(url: str) -> None:
+    """Raise RunFailed, naming the broker, unless it answers within a few seconds."""
+    try:
+        client(url).ping()
+    except redis.AuthenticationError:
+        raise RunFailed(f"the broker at {mask_url(url)} refused the password") from None
+    except redis.ResponseError as error:
+        if "NOAUTH" in str(error) or "AUTH" in str(error):
+            raise RunFailed(f"the broker at {mask_url(url)} needs a password") from None
+        raise RunFailed(f"the broker at {mask_url(url)} answered: {error}") from None
+    except (redis.ConnectionError, redis.TimeoutError, OSError) as error:
+        reason = str(error).split(". ")[0] or type(error).__name__
+        raise RunFailed(f"cannot reach the broker at {mask_url(url)}: {reason}") from None
+
+
+@dataclass(frozen=True)
+class RunKeys:
+    """The Redis names one run uses, all under ladder:<run id>:."""
+
+    run_id: str
+
+    @classmethod
+    def new(cls) -> RunKeys:
+        return cls(uuid.uuid4().hex[:12])
+
+    @property
+    def prefix(self) -> str:
+        return f"{PREFIX}{self.run_id}:"
+
+    def queue(self, name: str) -> str:
+        """The name of one of this run's kombu queues."""
+        return f"{self.prefix}{name}"
+
+    @property
+    def items(self) -> str:
+        """The kombu queue of this run's pipeline items."""
+        return self.queue("items")
+
+    @property
+    def handled(self) -> str:
+        """One entry per item handled: "<id> <latency_s>", duplicates kept."""
+        return f"{self.prefix}handled"
+
+    def cleanup(self, url: str) -> None:
+        """Delete every key of this run, and the bindings kombu made for its queues."""
+        r = client(url)
+        for pattern in (f"{self.prefix}*", f"_kombu.binding.{self.prefix}*"):
+            keys = list(r.scan_iter(match=pattern, count=1000))
+            if keys:
+                r.delete(*keys)

