@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import signal
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -27,7 +28,8 @@ from ladder.rung import Progress as Advance
 from ladder.runner import run_on
 from ladder.settings import Settings
 
-EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143  # 128 + SIGINT, 128 + SIGTERM
 
 EXAMPLES = """\
 examples:
@@ -149,19 +151,27 @@ def add_shared_options(parser: argparse.ArgumentParser) -> None:
 
 
 def make_job(workload: str, args: argparse.Namespace) -> Job:
-    if workload == "sum":
-        return SumJob(n=args.n, chunks=args.chunks, workers=args.workers)
-    return PipelineJob(
-        items=args.items,
-        producers=args.producers,
-        consumers=args.consumers,
-        payload_bytes=args.payload_bytes,
-        work_ms=args.work_ms,
-        work_kind=args.work_kind,
-        produce_ms=args.produce_ms,
-        queue_size=args.queue_size,
-        end=args.end,
-    )
+    """The job asked for; every option is checked, the other workload's included."""
+    try:
+        jobs: dict[str, Job] = {
+            "sum": SumJob(n=args.n, chunks=args.chunks, workers=args.workers),
+            "pipeline": PipelineJob(
+                items=args.items,
+                producers=args.producers,
+                consumers=args.consumers,
+                payload_bytes=args.payload_bytes,
+                work_ms=args.work_ms,
+                work_kind=args.work_kind,
+                produce_ms=args.produce_ms,
+                queue_size=args.queue_size,
+                end=args.end,
+            ),
+        }
+    except BadInput as error:
+        # A job's message starts with its field's name; say it as the option is spelt.
+        field, _, rest = str(error).partition(" ")
+        raise BadInput(f"--{field.replace('_', '-')} {rest}") from None
+    return jobs[workload]
 
 
 @contextmanager
@@ -219,9 +229,18 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Console], int]] = {
 }
 
 
+class Terminated(Exception):
+    """SIGTERM arrived: unwind like Ctrl-C, so that every child is stopped."""
+
+
+def on_sigterm(signum: int, frame: object) -> None:
+    raise Terminated
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     out = Console()
+    signal.signal(signal.SIGTERM, on_sigterm)
     try:
         return COMMANDS[args.command](args, out)
     except BadInput as error:
@@ -230,6 +249,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         fail(str(error), EXIT_FAILED)
     except KeyboardInterrupt:
         fail("interrupted", EXIT_INTERRUPTED)
+    except Terminated:
+        fail("terminated", EXIT_TERMINATED)
 
 
 if __name__ == "__main__":

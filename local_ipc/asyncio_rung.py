@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from concurrent.futures import ProcessPoolExecutor
 
 from ladder.jobs import PipelineJob, SumJob
 from ladder.results import Consumed
 from ladder.rung import PROGRESS_EVERY, Progress, Rung, no_progress
-from local_ipc.processes import CONTEXT
+from local_ipc.processes import process_pool
 from tasks.workloads import STOP, Item, make_item, sum_range, work
 
 
@@ -37,7 +36,7 @@ class AsyncioRung(Rung):
             return stop - start, await loop.run_in_executor(pool, sum_range, start, stop)
 
         total = 0
-        with ProcessPoolExecutor(max_workers=job.workers, mp_context=CONTEXT) as pool:
+        with process_pool(job.workers) as pool:
             for next_done in asyncio.as_completed([chunk(a, b) for a, b in job.ranges()]):
                 numbers, chunk_total = await next_done
                 total += chunk_total
@@ -49,11 +48,7 @@ class AsyncioRung(Rung):
         channel: asyncio.Queue[Item | None] = asyncio.Queue(maxsize=job.queue_size)
         consumed = Consumed()
         payload = job.payload
-        cpu_pool = (
-            ProcessPoolExecutor(max_workers=job.consumers, mp_context=CONTEXT)
-            if job.work_kind == "cpu" and job.work_ms
-            else None
-        )
+        cpu_pool = process_pool(job.consumers) if job.work_kind == "cpu" and job.work_ms else None
 
         async def handle(item: Item) -> None:
             # handle_item's steps, with each wait made an await.

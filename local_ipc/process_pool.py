@@ -11,7 +11,7 @@ from __future__ import annotations
 from concurrent.futures import Executor, ProcessPoolExecutor
 
 from local_ipc.pool import PoolRung
-from local_ipc.processes import CONTEXT
+from local_ipc.processes import CONTEXT, quiet_child
 
 
 class ProcessPoolRung(PoolRung):
@@ -19,4 +19,4 @@ class ProcessPoolRung(PoolRung):
     teaches = "concurrent.futures with processes: the same API, CPU-bound work across cores"
 
     def executor(self, workers: int) -> Executor:
-        return ProcessPoolExecutor(max_workers=workers, mp_context=CONTEXT)
+        return ProcessPoolExecutor(max_workers=workers, mp_context=CONTEXT, initializer=quiet_child)

@@ -12,7 +12,10 @@ waits on join() instead of counting.
 from __future__ import annotations
 
 import multiprocessing
+import multiprocessing.context
+import signal
 from collections.abc import Iterable
+from concurrent.futures import ProcessPoolExecutor
 from multiprocessing.process import BaseProcess
 from multiprocessing.sharedctypes import Synchronized
 
@@ -25,6 +28,25 @@ from tasks.workloads import STOP
 # fork starts a child in about a millisecond and is the classic Unix model; the
 # children run only the loops above, which take no lock another parent thread holds.
 CONTEXT = multiprocessing.get_context("fork")
+
+
+def quiet_child() -> None:
+    """In a child: Ctrl-C and SIGTERM are the parent's to handle; it stops its children."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def process_pool(workers: int) -> ProcessPoolExecutor:
+    """A ProcessPoolExecutor whose workers are forked and leave interruptions to us."""
+    return ProcessPoolExecutor(max_workers=workers, mp_context=CONTEXT, initializer=quiet_child)
+
+
+class Child(multiprocessing.context.ForkProcess):
+    """A forked child that leaves interruptions to its parent."""
+
+    def run(self) -> None:
+        quiet_child()
+        super().run()
 
 
 def consumer_main(
@@ -57,7 +79,7 @@ class ProcessesRung(Rung):
         chunks = CONTEXT.Queue()
         totals = CONTEXT.Queue()
         workers = [
-            CONTEXT.Process(target=sum_chunks, args=(chunks, totals), name=f"sum-{w}")
+            Child(target=sum_chunks, args=(chunks, totals), name=f"sum-{w}")
             for w in range(job.workers)
         ]
         try:
@@ -85,13 +107,11 @@ class ProcessesRung(Rung):
         results = CONTEXT.Queue()
         handled = CONTEXT.Value("q", 0)
         producers = [
-            CONTEXT.Process(target=produce, args=(channel, job.share(p), job), name=f"producer-{p}")
+            Child(target=produce, args=(channel, job.share(p), job), name=f"producer-{p}")
             for p in range(job.producers)
         ]
         consumers = [
-            CONTEXT.Process(
-                target=consumer_main, args=(channel, results, job, handled), name=f"consumer-{c}"
-            )
+            Child(target=consumer_main, args=(channel, results, job, handled), name=f"consumer-{c}")
             for c in range(job.consumers)
         ]
         try:

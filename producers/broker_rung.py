@@ -7,6 +7,7 @@ it watches the run's handled list in Redis grow, then reads it to verify.
 from __future__ import annotations
 
 import multiprocessing
+import multiprocessing.context
 import multiprocessing.forkserver
 import time
 from collections.abc import Callable
@@ -19,6 +20,7 @@ from ladder.results import Consumed
 from ladder.rung import Progress, Rung
 from ladder.settings import Settings
 from ladder.stack import Stack
+from local_ipc.processes import quiet_child
 
 POLL_S = 0.1
 
@@ -27,6 +29,14 @@ POLL_S = 0.1
 # close from the child, over a socket it shares with the parent.
 CONTEXT = multiprocessing.get_context("forkserver")
 CONTEXT.set_forkserver_preload(["producers.celery_producer", "producers.kombu_producer"])
+
+
+class Child(multiprocessing.context.ForkServerProcess):
+    """A child from the fork server that leaves interruptions to its parent."""
+
+    def run(self) -> None:
+        quiet_child()
+        super().run()
 
 
 class BrokerRung(Rung):

@@ -24,7 +24,7 @@ from ladder.jobs import Job, PipelineJob, SumJob
 from ladder.results import Consumed
 from ladder.rung import Progress, no_progress
 from local_ipc.processes import stop_processes
-from producers.broker_rung import CONTEXT, POLL_S, BrokerRung, Watch
+from producers.broker_rung import POLL_S, BrokerRung, Child, Watch
 from producers.kombu_producer import room_check_every
 from tasks.celery_app import make_app
 from tasks.workloads import make_item
@@ -104,7 +104,7 @@ class CeleryRung(BrokerRung):
     def run_pipeline(self, job: PipelineJob, progress: Progress = no_progress) -> Consumed:
         url, backend_url, keys = self.stack.url, self.stack.backend_url, RunKeys.new()
         producers = [
-            CONTEXT.Process(
+            Child(
                 target=produce,
                 args=(url, backend_url, keys, job.share(p), job),
                 name=f"producer-{p}",

@@ -21,7 +21,7 @@ from ladder.results import Consumed
 from ladder.rung import Progress, no_progress
 from local_ipc.loops import collect, put_all
 from local_ipc.processes import stop_processes
-from producers.broker_rung import CONTEXT, BrokerRung, Watch
+from producers.broker_rung import BrokerRung, Child, Watch
 from tasks.workloads import STOP, make_item
 
 
@@ -58,8 +58,7 @@ class KombuRung(BrokerRung):
     def run_sum(self, job: SumJob, progress: Progress = no_progress) -> int:
         url, keys = self.stack.url, RunKeys.new()
         workers = [
-            CONTEXT.Process(target=sum_worker, args=(url, keys), name=f"sum-{w}")
-            for w in range(job.workers)
+            Child(target=sum_worker, args=(url, keys), name=f"sum-{w}") for w in range(job.workers)
         ]
         try:
             with Connection(url) as connection:
@@ -80,13 +79,11 @@ class KombuRung(BrokerRung):
     def run_pipeline(self, job: PipelineJob, progress: Progress = no_progress) -> Consumed:
         url, keys = self.stack.url, RunKeys.new()
         producers = [
-            CONTEXT.Process(
-                target=produce, args=(url, keys, job.share(p), job), name=f"producer-{p}"
-            )
+            Child(target=produce, args=(url, keys, job.share(p), job), name=f"producer-{p}")
             for p in range(job.producers)
         ]
         consumers = [
-            CONTEXT.Process(target=consume, args=(url, keys, job), name=f"consumer-{c}")
+            Child(target=consume, args=(url, keys, job), name=f"consumer-{c}")
             for c in range(job.consumers)
         ]
         watch = Watch(url, keys, progress)

@@ -113,32 +113,32 @@ def test_run_without_json_prints_a_table() -> None:
     assert "500,500" in done.stdout
 
 
-# (arguments, a piece the one error line must hold to name the parameter). A job's own
-# message names the field ("payload_bytes must be ..."), argparse names the flag.
+# (arguments, a piece the one error line must hold to name the parameter): the option
+# as it is spelt on the command line.
 BAD_INPUT = [
-    ([*SUM, "--n", "0"], "n must be at least 1"),
-    ([*SUM, "--n", "-5"], "n must be at least 1"),
+    ([*SUM, "--n", "0"], "--n must be at least 1"),
+    ([*SUM, "--n", "-5"], "--n must be at least 1"),
     ([*SUM, "--n", "abc"], "argument --n:"),
     ([*SUM, "--n", "1.5"], "argument --n:"),
-    ([*SUM, "--n", str(10**20)], "n must be at most"),
+    ([*SUM, "--n", str(10**20)], "--n must be at most"),
     ([*SUM, "--n", "10**20"], "argument --n:"),
-    ([*SUM, "--chunks", "0"], "chunks must be at least 1"),
-    ([*SUM, "--n", "100", "--chunks", "101"], "chunks must be at most 100"),
-    ([*SUM, "--workers", "0"], "workers must be at least 1"),
+    ([*SUM, "--chunks", "0"], "--chunks must be at least 1"),
+    ([*SUM, "--n", "100", "--chunks", "101"], "--chunks must be at most 100"),
+    ([*SUM, "--workers", "0"], "--workers must be at least 1"),
     ([*SUM, "--workers", "two"], "argument --workers:"),
-    ([*PIPELINE, "--producers", "0"], "producers must be at least 1"),
-    ([*PIPELINE, "--items", "2", "--producers", "3"], "producers must be at most 2"),
-    ([*PIPELINE, "--consumers", "0"], "consumers must be at least 1"),
-    ([*PIPELINE, "--items", "0"], "items must be at least 1"),
+    ([*PIPELINE, "--producers", "0"], "--producers must be at least 1"),
+    ([*PIPELINE, "--items", "2", "--producers", "3"], "--producers must be at most 2"),
+    ([*PIPELINE, "--consumers", "0"], "--consumers must be at least 1"),
+    ([*PIPELINE, "--items", "0"], "--items must be at least 1"),
     ([*PIPELINE, "--items", "many"], "argument --items:"),
-    ([*PIPELINE, "--payload-bytes", "-1"], "payload_bytes must be at least 0"),
-    ([*PIPELINE, "--work-ms", "-1"], "work_ms must be between 0 and"),
+    ([*PIPELINE, "--payload-bytes", "-1"], "--payload-bytes must be at least 0"),
+    ([*PIPELINE, "--work-ms", "-1"], "--work-ms must be between 0 and"),
     ([*PIPELINE, "--work-ms", "nan"], "argument --work-ms:"),
     ([*PIPELINE, "--work-ms", "inf"], "argument --work-ms:"),
     ([*PIPELINE, "--work-ms", "soon"], "argument --work-ms:"),
     ([*PIPELINE, "--work-kind", "gpu"], "argument --work-kind:"),
-    ([*PIPELINE, "--produce-ms", "-1"], "produce_ms must be between 0 and"),
-    ([*PIPELINE, "--queue-size", "0"], "queue_size must be at least 1"),
+    ([*PIPELINE, "--produce-ms", "-1"], "--produce-ms must be between 0 and"),
+    ([*PIPELINE, "--queue-size", "0"], "--queue-size must be at least 1"),
     ([*PIPELINE, "--end", "never"], "argument --end:"),
     (["run", "--rung", "thred", "--workload", "sum"], "argument --rung: unknown rung 'thred'"),
     (["run", "--rung", "threads", "--workload", "product"], "argument --workload:"),
