@@ -13,6 +13,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from kombu.exceptions import OperationalError
+from redis.exceptions import RedisError
+
 from ladder import procs
 from ladder.errors import RunFailed
 
@@ -35,7 +38,9 @@ def ping_workers(url: str, backend_url: str, timeout_s: float = 2.0) -> list[str
     client = make_app(url, backend_url)
     try:
         replies = client.control.ping(timeout=timeout_s) or []
-    except Exception:
+    except (OperationalError, RedisError, OSError):
+        # Only a broker that cannot be reached means "no worker": anything else, such
+        # as the exception a signal handler raises to stop the run, must go through.
         return []
     finally:
         client.close()

@@ -105,7 +105,9 @@ class RunKeys:
     def cleanup(self, url: str) -> None:
         """Delete every key of this run, and the bindings kombu made for its queues."""
         r = client(url)
-        for pattern in (f"{self.prefix}*", f"_kombu.binding.{self.prefix}*"):
+        # kombu >= 5.7 keeps a second binding table per exchange, _kombu.binding_permanent.
+        bindings = [f"_kombu.{table}.{self.prefix}*" for table in ("binding", "binding_permanent")]
+        for pattern in (f"{self.prefix}*", *bindings):
             keys = list(r.scan_iter(match=pattern, count=1000))
             if keys:
                 r.delete(*keys)

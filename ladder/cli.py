@@ -7,26 +7,32 @@ exits 1; a verified run exits 0.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import signal
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import NoReturn
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from ladder import bench
+from ladder.demo import Row, run_demo
+from ladder.demo import write as write_demo
 from ladder.errors import BadInput, LadderError
 from ladder.jobs import Job, PipelineJob, SumJob
 from ladder.registry import RUNGS, WORKLOADS, get_rung
-from ladder.report import print_result, to_json
+from ladder.report import bench_table, comparison_table, fmt_rate, print_result, to_json
 from ladder.results import RunResult
 from ladder.rung import Progress as Advance
 from ladder.runner import run_on
 from ladder.settings import Settings
+from ladder.stack import Stack
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143  # 128 + SIGINT, 128 + SIGTERM
@@ -37,6 +43,10 @@ examples:
   ladder run --rung process-pool --workload sum --n 20000000 --workers 2
   ladder run --rung threads --workload pipeline --consumers 8 --work-ms 5
   ladder run --rung processes --workload pipeline --items 100000 --end join --json
+  ladder run --rung celery --workload sum --n 20000000 --chunks 16
+  ladder run --rung kombu --workload pipeline --broker redis://:secret@127.0.0.1:6380/0
+  ladder demo --quick
+  ladder bench
 """
 
 
@@ -77,6 +87,10 @@ def rung_name(text: str) -> str:
     return text
 
 
+def rung_list(text: str) -> list[str]:
+    return [rung_name(name.strip()) for name in text.split(",") if name.strip()]
+
+
 def build_parser() -> Parser:
     parser = Parser(
         prog="ladder",
@@ -97,6 +111,20 @@ def build_parser() -> Parser:
     run.add_argument("--workload", required=True, choices=WORKLOADS)
     add_job_options(run)
     add_shared_options(run)
+
+    demo = commands.add_parser("demo", help="every rung on three workloads, side by side")
+    demo.add_argument("--quick", action="store_true", help="small sizes: under a minute")
+    demo.add_argument("--rungs", type=rung_list, default=list(RUNGS), help="comma-separated subset")
+    demo.add_argument("--out", type=Path, default=Path("results"), help="folder for results files")
+    add_shared_options(demo)
+
+    bench = commands.add_parser(
+        "bench", help="rungs as ratios of their baselines, medians of rounds"
+    )
+    bench.add_argument("--quick", action="store_true", help="smaller sizes, fewer rounds")
+    bench.add_argument("--repeat", type=whole, default=None, help="rounds (default 5, quick 3)")
+    bench.add_argument("--out", type=Path, default=Path("results"), help="folder for bench.json")
+    add_shared_options(bench)
     return parser
 
 
@@ -216,6 +244,66 @@ def cmd_run(args: argparse.Namespace, out: Console) -> int:
     return EXIT_OK if result.verified else EXIT_FAILED
 
 
+def cmd_demo(args: argparse.Namespace, out: Console) -> int:
+    err = Console(stderr=True)
+    show = err.is_terminal and not args.json
+
+    def announce(stack: Stack) -> None:
+        if not args.json:
+            where = "a private Redis" if stack.embedded else "the given broker"
+            err.print(f"broker: {where} at {stack.masked_url}")
+
+    rows: list[Row] = []
+    try:
+        for row in run_demo(
+            Settings.load(broker=args.broker),
+            args.quick,
+            args.rungs,
+            lambda label, total: progress_bar(err, label, total, enabled=show),
+            announce,
+        ):
+            rows.append(row)
+            if not args.json:
+                r = row.result
+                mark = "ok" if r.verified else f"FAILED {r.note}"
+                err.print(
+                    f"  {row.label:<28} {r.rung:<13} "
+                    f"{fmt_rate(r.throughput):>12} {r.unit:<10} {mark}"
+                )
+    finally:
+        paths = write_demo(rows, args.out) if rows else []
+        if args.json:
+            print(json.dumps([{"workload_label": r.label, **r.result.to_dict()} for r in rows]))
+        elif rows:
+            out.print(comparison_table(rows))
+            out.print("written: " + ", ".join(str(p) for p in paths))
+    return EXIT_OK if rows and all(r.result.verified for r in rows) else EXIT_FAILED
+
+
+def cmd_bench(args: argparse.Namespace, out: Console) -> int:
+    repeat = args.repeat or (3 if args.quick else 5)
+    if repeat < 1:
+        raise BadInput(f"--repeat must be at least 1 (got {repeat})")
+    selected = bench.cases(args.quick)
+    err = Console(stderr=True)
+    with progress_bar(
+        err, "bench", repeat * len(selected), enabled=err.is_terminal and not args.json
+    ) as advance:
+
+        def tick(name: str) -> None:
+            advance(1)
+
+        measured = bench.measure(selected, repeat, Settings.load(broker=args.broker), tick)
+    table = bench.rows(measured)
+    path = bench.write(table, args.out)
+    if args.json:
+        print(json.dumps(table))
+    else:
+        out.print(bench_table(table))
+        out.print(f"written: {path}")
+    return EXIT_OK if all(row["verified"] for row in table) else EXIT_FAILED
+
+
 def emit(result: RunResult, as_json: bool, out: Console) -> None:
     if as_json:
         print(to_json(result))
@@ -226,6 +314,8 @@ def emit(result: RunResult, as_json: bool, out: Console) -> None:
 COMMANDS: dict[str, Callable[[argparse.Namespace, Console], int]] = {
     "rungs": cmd_rungs,
     "run": cmd_run,
+    "demo": cmd_demo,
+    "bench": cmd_bench,
 }
 
 
@@ -233,7 +323,14 @@ class Terminated(Exception):
     """SIGTERM arrived: unwind like Ctrl-C, so that every child is stopped."""
 
 
+MAIN_PID = os.getpid()
+
+
 def on_sigterm(signum: int, frame: object) -> None:
+    if os.getpid() != MAIN_PID:
+        # A child that inherited this handler dies as SIGTERM means, at once.
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
     raise Terminated
 
 

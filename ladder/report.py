@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
+from ladder.demo import Row, speedups
 from ladder.results import RunResult
 
 
@@ -53,3 +55,50 @@ def to_json(results: RunResult | Sequence[RunResult]) -> str:
     if isinstance(results, RunResult):
         return json.dumps(results.to_dict())
     return json.dumps([r.to_dict() for r in results], indent=2)
+
+
+def comparison_table(rows: Sequence[Row]) -> Table:
+    """The demo's table: every rung on every workload, with its speedup over serial."""
+    gains = speedups(rows)
+    table = Table(title="Every rung, side by side", title_justify="left")
+    for column in ("workload", "rung", "seconds", "throughput", "vs serial", "verified"):
+        table.add_column(
+            column, justify="right" if column in ("seconds", "throughput", "vs serial") else "left"
+        )
+    previous = None
+    for row in rows:
+        r = row.result
+        gain = gains[(row.label, r.rung)]
+        table.add_row(
+            row.label if row.label != previous else "",
+            r.rung,
+            f"{r.seconds:.2f}",
+            f"{fmt_rate(r.throughput)} {r.unit}",
+            f"{gain:.2f}x" if gain is not None else "-",
+            verdict(r),
+            end_section=False,
+        )
+        previous = row.label
+    return table
+
+
+def bench_table(rows: Sequence[dict[str, Any]]) -> Table:
+    """The bench's table: medians, the noise, and each ratio against its goal."""
+    table = Table(title="Bench: medians of interleaved rounds", title_justify="left")
+    for column in ("case", "throughput (median)", "min .. max", "ratio", "against", "goal", "met"):
+        table.add_column(
+            column,
+            justify="right" if column in ("throughput (median)", "min .. max", "ratio") else "left",
+        )
+    for row in rows:
+        met = {True: "[green]yes[/green]", False: "[red]no[/red]", None: ""}[row["met"]]
+        table.add_row(
+            row["name"],
+            f"{fmt_rate(row['throughput'])} {row['unit']}",
+            f"{fmt_rate(row['throughput_min'])} .. {fmt_rate(row['throughput_max'])}",
+            f"{row['ratio']:.2f}x" if row["ratio"] is not None else "",
+            row["limit_name"] or "",
+            row["goal"] or "",
+            met if row["verified"] else "[red]NOT VERIFIED[/red]",
+        )
+    return table

@@ -139,3 +139,19 @@ def verify_pipeline(rung: str, job: PipelineJob, consumed: Consumed, seconds: fl
         latency_ms=percentiles_ms(consumed.latencies_s),
         note="; ".join(problems),
     )
+
+
+def failed(rung: str, job: PipelineJob | SumJob, reason: str) -> RunResult:
+    """A run that could not finish, kept in the report with its reason."""
+    return RunResult(
+        rung=rung,
+        workload=job.workload,
+        params=job.params(),
+        seconds=0.0,
+        throughput=0.0,
+        unit=job.unit,
+        verified=False,
+        expected=job.expected,
+        got=0,
+        note=reason,
+    )

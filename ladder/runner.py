@@ -9,6 +9,8 @@ from ladder.registry import get_rung
 from ladder.results import RunResult, verify_pipeline, verify_sum
 from ladder.rung import Progress, Rung, no_progress
 from ladder.settings import Settings
+from ladder.stack import Stack
+from producers.broker_rung import BrokerRung
 
 
 def run(rung: Rung, job: Job, progress: Progress = no_progress) -> RunResult:
@@ -27,5 +29,13 @@ def run_on(
     rung_name: str, job: Job, settings: Settings, progress: Progress = no_progress
 ) -> RunResult:
     """Start the named rung, run the job on it, stop the rung."""
-    with get_rung(rung_name)(settings) as rung:
+    with open_rung(rung_name, settings) as rung:
         return run(rung, job, progress)
+
+
+def open_rung(name: str, settings: Settings, stack: Stack | None = None) -> Rung:
+    """The named rung, on a shared broker stack when one is given (broker rungs only)."""
+    rung = get_rung(name)
+    if issubclass(rung, BrokerRung):
+        return rung(settings, stack=stack)
+    return rung(settings)

@@ -18,6 +18,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
+import redis
+
 from consumers.celery_workers import CeleryWorkers, Topology, ping_workers
 from ladder import procs
 from ladder.broker import check_url, client, mask_url, ping
@@ -72,7 +74,7 @@ class RedisServer:
             try:
                 client(self.url).ping()
                 return self.url
-            except Exception:
+            except (redis.RedisError, OSError):
                 if self.process.poll() is not None or time.monotonic() > deadline:
                     self.stop()
                     raise RunFailed(f"redis-server did not start: {procs.tail(log)}") from None

@@ -12,16 +12,19 @@ from __future__ import annotations
 import asyncio
 import time
 
-from ladder.jobs import PipelineJob, SumJob
+from ladder.jobs import Job, PipelineJob, SumJob
 from ladder.results import Consumed
 from ladder.rung import PROGRESS_EVERY, Progress, Rung, no_progress
-from local_ipc.processes import process_pool
+from local_ipc.processes import process_pool, start_fork_server
 from tasks.workloads import STOP, Item, make_item, sum_range, work
 
 
 class AsyncioRung(Rung):
     name = "asyncio"
     teaches = "one thread, cooperative switching at each await; CPU work via run_in_executor"
+
+    def prepare(self, job: Job) -> None:
+        start_fork_server()
 
     def run_sum(self, job: SumJob, progress: Progress = no_progress) -> int:
         return asyncio.run(self._sum(job, progress))

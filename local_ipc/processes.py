@@ -13,21 +13,40 @@ from __future__ import annotations
 
 import multiprocessing
 import multiprocessing.context
+import multiprocessing.forkserver
 import signal
+import time
 from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing.process import BaseProcess
 from multiprocessing.sharedctypes import Synchronized
 
-from ladder.jobs import PipelineJob, SumJob
+from ladder.jobs import Job, PipelineJob, SumJob
 from ladder.results import Consumed
 from ladder.rung import Progress, Rung, no_progress
 from local_ipc.loops import Channel, collect, consume, produce, put_all, sum_chunks
 from tasks.workloads import STOP
 
-# fork starts a child in about a millisecond and is the classic Unix model; the
-# children run only the loops above, which take no lock another parent thread holds.
-CONTEXT = multiprocessing.get_context("fork")
+# Children start from a fork server: a clean process, started once, that forks a
+# child per request. A plain fork would copy whatever the parent holds, among it a
+# broker client's sockets, which kombu's after-fork hooks then try to close from the
+# child, hanging it. The server preloads every module a child may run (ladder.cli
+# imports them all), so that a child starts in milliseconds, not after seconds of imports.
+CONTEXT = multiprocessing.get_context("forkserver")
+CONTEXT.set_forkserver_preload(["ladder.cli"])
+
+
+_fork_server_ready = False
+
+
+def start_fork_server() -> None:
+    """Start the fork server and wait for its imports, so they are not timed as a run's."""
+    global _fork_server_ready
+    if not _fork_server_ready:
+        warm_up = Child(target=time.sleep, args=(0,), name="warm-up")
+        warm_up.start()
+        warm_up.join()
+        _fork_server_ready = True
 
 
 def quiet_child() -> None:
@@ -41,8 +60,8 @@ def process_pool(workers: int) -> ProcessPoolExecutor:
     return ProcessPoolExecutor(max_workers=workers, mp_context=CONTEXT, initializer=quiet_child)
 
 
-class Child(multiprocessing.context.ForkProcess):
-    """A forked child that leaves interruptions to its parent."""
+class Child(multiprocessing.context.ForkServerProcess):
+    """A child that leaves interruptions to its parent."""
 
     def run(self) -> None:
         quiet_child()
@@ -64,8 +83,10 @@ def stop_processes(processes: Iterable[BaseProcess], timeout_s: float = 5.0) -> 
     alive = [p for p in processes if p.is_alive()]
     for process in alive:
         process.terminate()
+    deadline = time.monotonic() + timeout_s
     for process in alive:
-        process.join(timeout_s)
+        process.join(max(0.0, deadline - time.monotonic()))
+    for process in alive:
         if process.is_alive():
             process.kill()
             process.join()
@@ -74,6 +95,9 @@ def stop_processes(processes: Iterable[BaseProcess], timeout_s: float = 5.0) -> 
 class ProcessesRung(Rung):
     name = "processes"
     teaches = "isolation: one interpreter per process, items pickled through pipes, sentinels, join"
+
+    def prepare(self, job: Job) -> None:
+        start_fork_server()
 
     def run_sum(self, job: SumJob, progress: Progress = no_progress) -> int:
         chunks = CONTEXT.Queue()

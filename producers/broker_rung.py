@@ -6,9 +6,6 @@ it watches the run's handled list in Redis grow, then reads it to verify.
 
 from __future__ import annotations
 
-import multiprocessing
-import multiprocessing.context
-import multiprocessing.forkserver
 import time
 from collections.abc import Callable
 from types import TracebackType
@@ -20,23 +17,9 @@ from ladder.results import Consumed
 from ladder.rung import Progress, Rung
 from ladder.settings import Settings
 from ladder.stack import Stack
-from local_ipc.processes import quiet_child
+from local_ipc.processes import start_fork_server
 
 POLL_S = 0.1
-
-# Children of a broker rung start from a fork server, never by forking the parent:
-# a fork would copy the parent's open broker connections, which kombu then tries to
-# close from the child, over a socket it shares with the parent.
-CONTEXT = multiprocessing.get_context("forkserver")
-CONTEXT.set_forkserver_preload(["producers.celery_producer", "producers.kombu_producer"])
-
-
-class Child(multiprocessing.context.ForkServerProcess):
-    """A child from the fork server that leaves interruptions to its parent."""
-
-    def run(self) -> None:
-        quiet_child()
-        super().run()
 
 
 class BrokerRung(Rung):
@@ -50,8 +33,7 @@ class BrokerRung(Rung):
     def __enter__(self) -> Self:
         if self.owns_stack:
             self.stack.__enter__()
-        # Start the fork server now, so that its start-up is not timed as the run's.
-        multiprocessing.forkserver.ensure_running()
+        start_fork_server()
         return self
 
     def __exit__(

@@ -23,8 +23,8 @@ from ladder.errors import RunFailed
 from ladder.jobs import Job, PipelineJob, SumJob
 from ladder.results import Consumed
 from ladder.rung import Progress, no_progress
-from local_ipc.processes import stop_processes
-from producers.broker_rung import POLL_S, BrokerRung, Child, Watch
+from local_ipc.processes import Child, stop_processes
+from producers.broker_rung import POLL_S, BrokerRung, Watch
 from producers.kombu_producer import room_check_every
 from tasks.celery_app import make_app
 from tasks.workloads import make_item

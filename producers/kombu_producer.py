@@ -20,8 +20,8 @@ from ladder.jobs import PipelineJob, SumJob
 from ladder.results import Consumed
 from ladder.rung import Progress, no_progress
 from local_ipc.loops import collect, put_all
-from local_ipc.processes import stop_processes
-from producers.broker_rung import BrokerRung, Child, Watch
+from local_ipc.processes import Child, stop_processes
+from producers.broker_rung import BrokerRung, Watch
 from tasks.workloads import STOP, make_item
 
 

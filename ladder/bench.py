@@ -1,0 +1,138 @@
+"""`ladder bench`: rungs measured side by side in one run, each as a ratio of a baseline.
+
+Every case runs once per round and the rounds interleave, so that the noise of a
+shared machine falls on all cases alike; the figure kept is the median, the min and
+max show the noise.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ladder.jobs import Job, PipelineJob, SumJob
+from ladder.results import RunResult
+from ladder.runner import run_on
+from ladder.settings import Settings
+
+
+@dataclass(frozen=True)
+class Goal:
+    """The ratio a case should reach against its limit: at least low, at most high."""
+
+    low: float
+    high: float | None = None
+
+    def met(self, ratio: float) -> bool:
+        return ratio >= self.low and (self.high is None or ratio <= self.high)
+
+    def __str__(self) -> str:
+        return f">= {self.low:g}x" if self.high is None else f"{self.low:g}x .. {self.high:g}x"
+
+
+@dataclass(frozen=True)
+class Case:
+    """One rung on one job; `limit` names the case its throughput is divided by."""
+
+    name: str
+    rung: str
+    job: Job
+    limit: str | None = None
+    goal: Goal | None = None
+
+
+def cases(quick: bool = False) -> list[Case]:
+    n = 5_000_000 if quick else 20_000_000
+    cores = os.cpu_count() or 1
+    total = SumJob(n=n, chunks=16, workers=cores)
+    io_items = 200 if quick else 400
+    return [
+        Case("serial sum", "serial", total),
+        # The GIL: threads take turns on CPU-bound work, so they gain nothing (nor lose much).
+        Case("threads sum", "threads", total, "serial sum", Goal(0.85, 1.15)),
+        Case("processes sum", "processes", total, "serial sum", Goal(1.7)),
+        Case("process-pool sum", "process-pool", total, "serial sum", Goal(1.7)),
+        Case(
+            "serial pipeline io 5 ms",
+            "serial",
+            PipelineJob(items=io_items, producers=1, consumers=1, work_ms=5),
+        ),
+        # Sleeping releases the GIL: 8 threads overlap their waits.
+        Case(
+            "threads pipeline io 5 ms",
+            "threads",
+            PipelineJob(items=io_items, producers=2, consumers=8, work_ms=5),
+            "serial pipeline io 5 ms",
+            Goal(5.0),
+        ),
+    ]
+
+
+@dataclass
+class Measured:
+    case: Case
+    runs: list[RunResult]
+
+    @property
+    def throughput(self) -> float:
+        return statistics.median(r.throughput for r in self.runs)
+
+    @property
+    def verified(self) -> bool:
+        return all(r.verified for r in self.runs)
+
+
+def measure(
+    selected: Sequence[Case], repeat: int, settings: Settings, tick: Callable[[str], None]
+) -> list[Measured]:
+    measured = [Measured(case, []) for case in selected]
+    for _ in range(repeat):
+        for entry in measured:
+            tick(entry.case.name)
+            entry.runs.append(run_on(entry.case.rung, entry.case.job, settings))
+    return measured
+
+
+def rows(measured: Sequence[Measured]) -> list[dict[str, Any]]:
+    """One dict per case: what bench.json holds."""
+    by_name = {m.case.name: m for m in measured}
+    out = []
+    for m in measured:
+        limit = by_name.get(m.case.limit) if m.case.limit else None
+        ratio = m.throughput / limit.throughput if limit else None
+        goal = m.case.goal
+        latencies = [r.latency_ms["p50"] for r in m.runs if r.latency_ms]
+        out.append(
+            {
+                "name": m.case.name,
+                "rung": m.case.rung,
+                "workload": m.case.job.workload,
+                "params": m.case.job.params(),
+                "throughput": m.throughput,
+                "throughput_min": min(r.throughput for r in m.runs),
+                "throughput_max": max(r.throughput for r in m.runs),
+                "unit": m.case.job.unit,
+                "repeat": len(m.runs),
+                "verified": m.verified,
+                "limit_name": m.case.limit,
+                "limit_throughput": limit.throughput if limit else None,
+                "ratio": ratio,
+                "goal": str(goal) if goal else None,
+                "met": goal.met(ratio) if goal and ratio is not None else None,
+                "peak_rss_mb": None,
+                "latency_ms": {"p50": statistics.median(latencies)} if latencies else None,
+            }
+        )
+    return out
+
+
+def write(table: list[dict[str, Any]], folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "bench.json"
+    path.write_text(json.dumps(table, indent=2) + "\n")
+    return path

@@ -1,0 +1,128 @@
+"""`ladder demo`: every rung on three workloads, one broker stack for all, one table.
+
+sum (CPU-bound) | pipeline with work-ms (I/O-bound) | pipeline, no work (messages)
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+
+from ladder.errors import LadderError
+from ladder.jobs import Job, PipelineJob, SumJob
+from ladder.registry import RUNGS
+from ladder.results import RunResult, failed
+from ladder.rung import Progress
+from ladder.runner import open_rung, run
+from ladder.settings import Settings
+from ladder.stack import Stack
+from producers.broker_rung import BrokerRung
+
+
+@dataclass(frozen=True)
+class Workload:
+    """One column of the demo: a label and the job every rung runs."""
+
+    label: str
+    job: Job
+
+
+def workloads(quick: bool) -> list[Workload]:
+    cores = os.cpu_count() or 1
+    return [
+        Workload(
+            "sum (CPU)", SumJob(n=5_000_000 if quick else 20_000_000, chunks=16, workers=cores)
+        ),
+        Workload(
+            "pipeline, 5 ms I/O per item",
+            PipelineJob(items=400 if quick else 2_000, producers=2, consumers=8, work_ms=5),
+        ),
+        Workload(
+            "pipeline, no work",
+            PipelineJob(items=2_000 if quick else 20_000, producers=2, consumers=2),
+        ),
+    ]
+
+
+@dataclass(frozen=True)
+class Row:
+    label: str
+    result: RunResult
+
+
+def run_demo(
+    settings: Settings,
+    quick: bool,
+    rungs: Sequence[str],
+    progress_for: Callable[[str, int], AbstractContextManager[Progress]],
+    announce: Callable[[Stack], None],
+) -> Iterator[Row]:
+    """Yield one row per (workload, rung), in order; a failed run is a row too."""
+    with ExitStack() as cleanup:
+        stack = None
+        if any(issubclass(RUNGS[name], BrokerRung) for name in rungs):
+            stack = cleanup.enter_context(Stack(settings))
+            announce(stack)
+        for workload in workloads(quick):
+            for name in rungs:
+                try:
+                    label = f"{workload.label} on {name}"
+                    with (
+                        open_rung(name, settings, stack) as rung,
+                        progress_for(label, workload.job.size) as progress,
+                    ):
+                        result = run(rung, workload.job, progress)
+                except LadderError as error:
+                    result = failed(name, workload.job, str(error))
+                yield Row(workload.label, result)
+
+
+def speedups(rows: Sequence[Row]) -> dict[tuple[str, str], float | None]:
+    """Each run's throughput over serial's on the same workload."""
+    serial = {row.label: row.result.throughput for row in rows if row.result.rung == "serial"}
+    return {
+        (row.label, row.result.rung): (
+            row.result.throughput / serial[row.label] if serial.get(row.label) else None
+        )
+        for row in rows
+    }
+
+
+def write(rows: Sequence[Row], folder: Path) -> list[Path]:
+    """results.json (every field) and results.csv (the table), in folder."""
+    folder.mkdir(parents=True, exist_ok=True)
+    gains = speedups(rows)
+    records = [
+        {
+            "workload_label": row.label,
+            **row.result.to_dict(),
+            "speedup_vs_serial": gains[(row.label, row.result.rung)],
+        }
+        for row in rows
+    ]
+    json_path = folder / "results.json"
+    json_path.write_text(json.dumps(records, indent=2) + "\n")
+    csv_path = folder / "results.csv"
+    columns = [
+        "workload_label",
+        "rung",
+        "workload",
+        "seconds",
+        "throughput",
+        "unit",
+        "speedup_vs_serial",
+        "verified",
+        "lost",
+        "duplicates",
+        "note",
+    ]
+    with csv_path.open("w", newline="") as out:
+        writer = csv.DictWriter(out, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(records)
+    return [json_path, csv_path]
