@@ -16,7 +16,7 @@ from pathlib import Path
 from kombu.exceptions import OperationalError
 from redis.exceptions import RedisError
 
-from ladder import procs
+from ladder import interrupt, procs
 from ladder.errors import RunFailed
 
 START_TIMEOUT_S = 60.0
@@ -31,13 +31,16 @@ class Topology:
     concurrency: int = 1
 
 
-def ping_workers(url: str, backend_url: str, timeout_s: float = 2.0) -> list[str]:
-    """The names of the workers that answer a ping on this broker."""
+def ping_workers(
+    url: str, backend_url: str, timeout_s: float = 2.0, limit: int | None = None
+) -> list[str]:
+    """The names of the workers that answer a ping on this broker, within timeout_s, or
+    as soon as limit of them have answered."""
     from tasks.celery_app import make_app
 
     client = make_app(url, backend_url)
     try:
-        replies = client.control.ping(timeout=timeout_s) or []
+        replies = client.control.ping(timeout=timeout_s, limit=limit) or []
     except (OperationalError, RedisError, OSError):
         # Only a broker that cannot be reached means "no worker": anything else, such
         # as the exception a signal handler raises to stop the run, must go through.
@@ -95,6 +98,7 @@ class CeleryWorkers:
                     raise RunFailed(f"a celery worker exited at start: {procs.tail(log)}")
             if time.monotonic() > deadline:
                 raise RunFailed(f"celery workers did not answer within {START_TIMEOUT_S:.0f} s")
+            interrupt.check()
             waiting -= set(ping_workers(self.url, self.backend_url, timeout_s=0.5))
 
     def stop(self) -> None:

@@ -10,7 +10,6 @@ import argparse
 import json
 import math
 import os
-import signal
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -21,7 +20,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from ladder import bench
+from ladder import bench, interrupt
 from ladder.demo import Row, run_demo
 from ladder.demo import write as write_demo
 from ladder.errors import BadInput, LadderError
@@ -319,25 +318,10 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Console], int]] = {
 }
 
 
-class Terminated(Exception):
-    """SIGTERM arrived: unwind like Ctrl-C, so that every child is stopped."""
-
-
-MAIN_PID = os.getpid()
-
-
-def on_sigterm(signum: int, frame: object) -> None:
-    if os.getpid() != MAIN_PID:
-        # A child that inherited this handler dies as SIGTERM means, at once.
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        os.kill(os.getpid(), signal.SIGTERM)
-    raise Terminated
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     out = Console()
-    signal.signal(signal.SIGTERM, on_sigterm)
+    interrupt.install()
     try:
         return COMMANDS[args.command](args, out)
     except BadInput as error:
@@ -346,7 +330,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         fail(str(error), EXIT_FAILED)
     except KeyboardInterrupt:
         fail("interrupted", EXIT_INTERRUPTED)
-    except Terminated:
+    except interrupt.Terminated:
         fail("terminated", EXIT_TERMINATED)
 
 

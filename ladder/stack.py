@@ -21,7 +21,7 @@ from typing import Self
 import redis
 
 from consumers.celery_workers import CeleryWorkers, Topology, ping_workers
-from ladder import procs
+from ladder import interrupt, procs
 from ladder.broker import check_url, client, mask_url, ping
 from ladder.errors import RunFailed
 from ladder.settings import Settings
@@ -78,6 +78,7 @@ class RedisServer:
                 if self.process.poll() is not None or time.monotonic() > deadline:
                     self.stop()
                     raise RunFailed(f"redis-server did not start: {procs.tail(log)}") from None
+                interrupt.check()
                 time.sleep(0.05)
 
     def stop(self) -> None:
@@ -131,7 +132,9 @@ class Stack:
     def celery_workers(self, topology: Topology) -> None:
         """Have workers of this topology serving the broker (embedded), or check some are."""
         if not self.embedded:
-            if not ping_workers(self.url, self.backend_url):
+            # One answer is enough to know the broker is served: without a limit the
+            # ping would wait out its whole timeout before every run.
+            if not ping_workers(self.url, self.backend_url, limit=1):
                 raise RunFailed(
                     f"no Celery worker answers on {self.masked_url}; "
                     "start one with: celery -A tasks worker -E"

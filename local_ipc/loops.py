@@ -12,6 +12,7 @@ from collections.abc import Iterable, Sequence
 from multiprocessing.process import BaseProcess
 from typing import Any, Protocol
 
+from ladder import interrupt
 from ladder.jobs import PipelineJob
 from ladder.results import Consumed
 from ladder.rung import PROGRESS_EVERY, Progress
@@ -82,6 +83,7 @@ def collect(
             yield results.get(timeout=poll_s)
             received += 1
         except queue.Empty:
+            interrupt.check()
             tick(0)
             if not any(p.is_alive() for p in senders):
                 # What a child put just before exiting is already in the pipe.

@@ -30,10 +30,10 @@ from tasks.workloads import STOP
 # Children start from a fork server: a clean process, started once, that forks a
 # child per request. A plain fork would copy whatever the parent holds, among it a
 # broker client's sockets, which kombu's after-fork hooks then try to close from the
-# child, hanging it. The server preloads every module a child may run (ladder.cli
-# imports them all), so that a child starts in milliseconds, not after seconds of imports.
+# child, hanging it. The server preloads every module a child may run (the registry
+# imports all rungs) and what the CLI adds, so that a child starts in milliseconds.
 CONTEXT = multiprocessing.get_context("forkserver")
-CONTEXT.set_forkserver_preload(["ladder.cli"])
+CONTEXT.set_forkserver_preload(["ladder.registry", "ladder.report", "rich.progress"])
 
 
 _fork_server_ready = False

@@ -12,6 +12,7 @@ from types import TracebackType
 from typing import Self
 
 from consumers.recorder import Recorder
+from ladder import interrupt
 from ladder.broker import RunKeys
 from ladder.results import Consumed
 from ladder.rung import Progress, Rung
@@ -68,6 +69,7 @@ class Watch:
                 return True
             if stall_s is not None and time.monotonic() - last_change > stall_s:
                 return False
+            interrupt.check()
             time.sleep(POLL_S)
 
     def read(self) -> Consumed:

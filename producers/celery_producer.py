@@ -17,7 +17,7 @@ import time
 from celery import chord, group
 
 from consumers.celery_workers import Topology
-from ladder import broker
+from ladder import broker, interrupt
 from ladder.broker import RunKeys
 from ladder.errors import RunFailed
 from ladder.jobs import Job, PipelineJob, SumJob
@@ -94,6 +94,7 @@ class CeleryRung(BrokerRung):
                         f"celery workers stopped: {header.completed_count()} of {job.chunks} "
                         f"chunks done after {stall_s(job):.0f} s without progress"
                     )
+                interrupt.check()
                 time.sleep(POLL_S / 2)
             progress(job.n - shown)
             return int(result.get(propagate=True))

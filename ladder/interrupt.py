@@ -1,0 +1,61 @@
+"""Ctrl-C and SIGTERM, made reliable: a flag that every wait loop checks.
+
+The signal handler raises at once, which stops the run wherever it is, except when
+Python runs it inside a __del__ or __set_name__ (the garbage collector, an import),
+where an exception would be swallowed or rewrapped: then only the flag is set, and
+the next wait loop raises.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from types import FrameType
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived: unwind like Ctrl-C, so that every child is stopped.
+
+    A BaseException, as KeyboardInterrupt is, so that no `except Exception` swallows it.
+    """
+
+
+FRAGILE = ("__del__", "__set_name__")
+_requested: int | None = None
+_main_pid = os.getpid()
+
+
+def _handle(signum: int, frame: FrameType | None) -> None:
+    global _requested
+    if os.getpid() != _main_pid:
+        # A child that inherited this handler dies as the signal means, at once.
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+    _requested = signum
+    if not _in_fragile_frame(frame):
+        check()
+
+
+def _in_fragile_frame(frame: FrameType | None) -> bool:
+    """True inside a __del__ or __set_name__, where Python swallows or rewraps exceptions."""
+    while frame is not None:
+        if frame.f_code.co_name in FRAGILE:
+            return True
+        frame = frame.f_back
+    return False
+
+
+def install() -> None:
+    """Handle SIGINT and SIGTERM in this (the main) process."""
+    global _main_pid
+    _main_pid = os.getpid()
+    signal.signal(signal.SIGINT, _handle)
+    signal.signal(signal.SIGTERM, _handle)
+
+
+def check() -> None:
+    """Raise if a stop was asked for: call it in every loop that waits."""
+    if _requested == signal.SIGTERM:
+        raise Terminated
+    if _requested == signal.SIGINT:
+        raise KeyboardInterrupt

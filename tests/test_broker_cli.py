@@ -1,0 +1,290 @@
+"""`ladder run` on the broker rungs, as a real subprocess: results, secrets, errors, signals.
+
+A given broker is the session's private Redis (conftest.redis_url) with real workers
+attached; the signal tests start ladder with no URL, so that it starts a stack of its
+own, and check that nothing it started outlives it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+import pytest
+
+from consumers.celery_workers import CeleryWorkers
+from ladder import procs
+from ladder.stack import RedisServer
+
+ROOT = Path(__file__).resolve().parents[1]
+LADDER = [sys.executable, "-m", "ladder.cli"]
+# No broker from the environment unless a test puts one there; a fixed width for rich.
+ENV = {
+    name: value
+    for name, value in os.environ.items()
+    if name not in ("CELERY_BROKER_URL", "CELERY_RESULT_BACKEND")
+}
+ENV["COLUMNS"] = "120"
+
+CELERY_SUM = ["--rung", "celery", "--workload", "sum", "--n", "2000000", "--chunks", "16"]
+KOMBU_PIPELINE = ["--rung", "kombu", "--workload", "pipeline", "--items", "2000"]
+
+
+@dataclass
+class Done:
+    """A finished ladder run: its exit code, its output and how long it took."""
+
+    code: int
+    stdout: str
+    stderr: str
+    seconds: float
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
+
+def ladder(*args: str, env: dict[str, str] | None = None, timeout_s: float = 30) -> Done:
+    start = time.monotonic()
+    done = subprocess.run(
+        [*LADDER, "run", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=ENV if env is None else env,
+        timeout=timeout_s,
+        check=False,
+    )
+    return Done(done.returncode, done.stdout, done.stderr, time.monotonic() - start)
+
+
+def password(url: str) -> str:
+    secret = url.split("://:", 1)[1].split("@", 1)[0]
+    assert len(secret) >= 16
+    return secret
+
+
+def one_error_line(done: Done) -> str:
+    """The single line a failed run prints on stderr, checked to be just that."""
+    assert done.stdout == ""
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith("ladder: error: ")
+    assert "Traceback" not in done.stderr
+    return lines[0]
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("given_by", ["--broker", "CELERY_BROKER_URL"])
+@pytest.mark.parametrize("args", [CELERY_SUM, KOMBU_PIPELINE], ids=["celery-sum", "kombu-pipeline"])
+def test_run_on_a_given_broker_verifies(
+    args: list[str], given_by: str, redis_url: str, celery_workers: CeleryWorkers
+) -> None:
+    if given_by == "--broker":
+        done = ladder(*args, "--broker", redis_url, "--json")
+    else:
+        done = ladder(*args, "--json", env={**ENV, "CELERY_BROKER_URL": redis_url})
+    assert done.code == 0, done.stderr
+    assert done.stderr == ""
+    assert done.stdout.count("\n") == 1
+    result = json.loads(done.stdout)
+    assert (result["rung"], result["workload"]) == (args[1], args[3])
+    assert result["verified"] is True
+    assert result["expected"] == result["got"]
+    assert (result["lost"], result["duplicates"]) == (0, 0)
+    assert password(redis_url) not in done.output
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--rung", "celery", "--workload", "sum", "--n", "200000", "--chunks", "8"],
+        ["--rung", "kombu", "--workload", "pipeline", "--items", "300"],
+    ],
+    ids=["celery-sum", "kombu-pipeline"],
+)
+def test_the_table_never_shows_the_password(
+    args: list[str], redis_url: str, celery_workers: CeleryWorkers
+) -> None:
+    done = ladder(*args, "--broker", redis_url)
+    assert done.code == 0, done.stderr
+    assert f"{args[3]} on {args[1]}" in done.stdout
+    assert password(redis_url) not in done.output
+
+
+MALFORMED = [
+    "foo",
+    "http://x",
+    "redis://",
+    "redis://host:99999",
+    "redis://:not-to-be-shown@127.0.0.1:99999/0",
+]
+
+
+@pytest.fixture(scope="module")
+def malformed_runs() -> dict[str, Done]:
+    """Every malformed URL run at once: each is mostly interpreter start-up."""
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+        runs = pool.map(lambda url: ladder(*CELERY_SUM, "--broker", url), MALFORMED)
+        return dict(zip(MALFORMED, runs, strict=True))
+
+
+# The first case waits for all of them, hence the wider timeout.
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("url", MALFORMED)
+def test_a_malformed_broker_url_is_bad_input(malformed_runs: dict[str, Done], url: str) -> None:
+    done = malformed_runs[url]
+    assert done.code == 2, done.output
+    line = one_error_line(done)
+    assert "broker URL must look like redis://" in line
+    assert "not-to-be-shown" not in done.output
+
+
+@pytest.mark.timeout(20)
+@pytest.mark.parametrize("rung", ["celery", "kombu"])
+@pytest.mark.parametrize("port", [1, procs.free_port()], ids=["port-1", "free-port"])
+def test_an_unreachable_broker_fails_fast(rung: str, port: int) -> None:
+    url = f"redis://:not-to-be-shown@127.0.0.1:{port}/0"
+    done = ladder("--rung", rung, "--workload", "sum", "--n", "1000", "--broker", url)
+    assert done.code == 1, done.output
+    line = one_error_line(done)
+    assert f"cannot reach the broker at redis://:***@127.0.0.1:{port}/0" in line
+    assert "not-to-be-shown" not in done.output
+    assert done.seconds < 5
+
+
+@pytest.mark.timeout(20)
+def test_a_wrong_password_is_refused_without_showing_it(redis_url: str) -> None:
+    wrong = "wrong-" + password(redis_url)[::-1]
+    url = redis_url.replace(password(redis_url), wrong)
+    done = ladder(*KOMBU_PIPELINE, "--broker", url)
+    assert done.code == 1, done.output
+    line = one_error_line(done)
+    assert "refused the password" in line
+    assert wrong not in done.output
+    assert password(redis_url) not in done.output
+
+
+@pytest.fixture
+def lone_redis_url(tmp_path: Path) -> Iterator[str]:
+    """A second private Redis, with no worker attached."""
+    server = RedisServer(tmp_path)
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+
+
+@pytest.mark.timeout(30)
+def test_celery_with_no_worker_attached_fails_clearly(lone_redis_url: str) -> None:
+    done = ladder(*CELERY_SUM, "--broker", lone_redis_url)
+    assert done.code == 1, done.output
+    line = one_error_line(done)
+    assert "no Celery worker answers on redis://:***@127.0.0.1:" in line
+    assert "celery -A tasks worker" in line
+    assert password(lone_redis_url) not in done.output
+    assert done.seconds < 10
+
+
+def cmdline(process: psutil.Process) -> str:
+    try:
+        return " ".join(process.cmdline())
+    except psutil.Error:
+        return ""
+
+
+def descendants(process: psutil.Process) -> list[psutil.Process]:
+    try:
+        return process.children(recursive=True)
+    except psutil.Error:
+        return []
+
+
+def running(processes: list[psutil.Process]) -> list[psutil.Process]:
+    """Those still running: a zombie has exited, it only waits to be reaped."""
+    alive = []
+    for process in processes:
+        try:
+            if process.is_running() and process.status() != psutil.STATUS_ZOMBIE:
+                alive.append(process)
+        except psutil.NoSuchProcess:
+            pass
+    return alive
+
+
+def count(argvs: list[str], *words: str) -> int:
+    return sum(all(word in argv for word in words) for argv in argvs)
+
+
+# When to send the signal, judged by the command lines of ladder's descendants.
+PHASES: dict[str, Callable[[list[str]], bool]] = {
+    # redis-server up and both workers spawned: ladder waits for them to answer a ping.
+    "starting": lambda argvs: (
+        count(argvs, "redis-server") == 1 and count(argvs, "-m celery", "worker") == 2
+    ),
+    # The fork server and its two producers: the run itself is under way.
+    "running": lambda argvs: (
+        count(argvs, "redis-server") == 1
+        and count(argvs, "-m celery", "worker") == 2
+        and count(argvs, "multiprocessing.forkserver") >= 3
+    ),
+}
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("phase", ["starting", "running"], ids=["starting", "running"])
+@pytest.mark.parametrize(
+    ("signum", "code", "word"),
+    [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")],
+    ids=["SIGINT", "SIGTERM"],
+)
+def test_a_signal_stops_the_run_and_everything_it_started(
+    signum: int, code: int, word: str, phase: str, tmp_path: Path
+) -> None:
+    # The embedded default: no --broker and no CELERY_BROKER_URL in ENV.
+    argv = [*LADDER, "run", "--rung", "celery", "--workload", "pipeline", "--items", "20000"]
+    # Files, not pipes: a child that kept a pipe open would hide the moment ladder exits.
+    with open(tmp_path / "out", "w+") as out, open(tmp_path / "err", "w+") as err:
+        process = subprocess.Popen(
+            argv, cwd=ROOT, env=ENV, stdout=out, stderr=err, start_new_session=True
+        )
+        ladder_process = psutil.Process(process.pid)
+        recorded: list[psutil.Process] = []
+        try:
+            deadline = time.monotonic() + 60
+            while not PHASES[phase]([cmdline(p) for p in descendants(ladder_process)]):
+                assert process.poll() is None, "ladder exited before the signal"
+                assert time.monotonic() < deadline, f"ladder never reached {phase}"
+                time.sleep(0.05)
+            recorded = descendants(ladder_process)
+            os.kill(process.pid, signum)
+            start = time.monotonic()
+            returncode = process.wait(timeout=15)
+            assert time.monotonic() - start < 15
+            out.seek(0)
+            err.seek(0)
+            stdout, stderr = out.read(), err.read()
+            assert returncode == code, stderr
+            assert stdout == ""
+            assert stderr.splitlines() == [f"ladder: error: {word}"]
+            _, alive = psutil.wait_procs(recorded, timeout=10)
+            assert running(alive) == [], [cmdline(p) for p in alive]
+        finally:
+            # Whatever happened above, leave nothing running: the redis-server and
+            # workers sit in sessions of their own, so each is killed by its pid.
+            for child in [*recorded, *descendants(ladder_process)]:
+                with contextlib.suppress(psutil.Error):
+                    child.kill()
+            process.kill()
+            process.wait()
