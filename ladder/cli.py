@@ -243,7 +243,19 @@ def cmd_run(args: argparse.Namespace, out: Console) -> int:
     return EXIT_OK if result.verified else EXIT_FAILED
 
 
+def writable_folder(folder: Path) -> Path:
+    """Check before the runs, not after, that results can be written there."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise BadInput(f"--out cannot be created: {folder} ({error.strerror})") from None
+    if not os.access(folder, os.W_OK):
+        raise BadInput(f"--out is not writable: {folder}")
+    return folder
+
+
 def cmd_demo(args: argparse.Namespace, out: Console) -> int:
+    writable_folder(args.out)
     err = Console(stderr=True)
     show = err.is_terminal and not args.json
 
@@ -283,6 +295,7 @@ def cmd_bench(args: argparse.Namespace, out: Console) -> int:
     repeat = args.repeat or (3 if args.quick else 5)
     if repeat < 1:
         raise BadInput(f"--repeat must be at least 1 (got {repeat})")
+    writable_folder(args.out)
     selected = bench.cases(args.quick)
     err = Console(stderr=True)
     with progress_bar(
@@ -320,7 +333,8 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Console], int]] = {
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    out = Console()
+    # Piped into a file, a table keeps its columns rather than wrapping at 80.
+    out = Console() if sys.stdout.isatty() else Console(width=140)
     interrupt.install()
     try:
         return COMMANDS[args.command](args, out)

@@ -27,6 +27,7 @@ from ladder.errors import RunFailed
 from ladder.settings import Settings
 
 REDIS_START_TIMEOUT_S = 10.0
+WORKER_WAIT_S = 4.0
 
 
 def redis_binary() -> str:
@@ -132,13 +133,15 @@ class Stack:
     def celery_workers(self, topology: Topology) -> None:
         """Have workers of this topology serving the broker (embedded), or check some are."""
         if not self.embedded:
-            # One answer is enough to know the broker is served: without a limit the
-            # ping would wait out its whole timeout before every run.
-            if not ping_workers(self.url, self.backend_url, limit=1):
-                raise RunFailed(
-                    f"no Celery worker answers on {self.masked_url}; "
-                    "start one with: celery -A tasks worker -E"
-                )
+            # Workers started beside us (compose) may still be booting: ask for a while.
+            deadline = time.monotonic() + WORKER_WAIT_S
+            while not ping_workers(self.url, self.backend_url, limit=1):
+                if time.monotonic() > deadline:
+                    raise RunFailed(
+                        f"no Celery worker answers on {self.masked_url}; "
+                        "start one with: celery -A tasks worker -E"
+                    )
+                interrupt.check()
             return
         if self.workers and self.workers.topology == topology:
             return

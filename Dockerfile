@@ -1,0 +1,25 @@
+# queue-ladder: one image for the Celery workers, Flower and `ladder demo` (see compose.yaml).
+FROM python:3.11-slim
+
+# MPLCONFIGDIR: matplotlib wants a writable folder, also as a user with no home (`user:`).
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    MPLCONFIGDIR=/tmp/matplotlib
+
+RUN useradd --create-home --uid 1000 ladder
+
+WORKDIR /app
+# The project's files one by one, so that nothing else (.env, .venv, .git, results) gets in.
+COPY pyproject.toml README.md ./
+COPY tasks/ tasks/
+COPY local_ipc/ local_ipc/
+COPY producers/ producers/
+COPY consumers/ consumers/
+COPY ladder/ ladder/
+# No `embedded` extra: in compose, Redis is a service of its own.
+RUN pip install . && mkdir results && chown ladder:ladder results
+
+USER ladder
+CMD ["ladder", "--help"]
