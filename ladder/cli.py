@@ -24,14 +24,16 @@ from ladder import bench, interrupt
 from ladder.demo import Row, run_demo
 from ladder.demo import write as write_demo
 from ladder.errors import BadInput, LadderError
+from ladder.findings import findings
 from ladder.jobs import Job, PipelineJob, SumJob
+from ladder.plot import plot_comparison
 from ladder.registry import RUNGS, WORKLOADS, get_rung
 from ladder.report import bench_table, comparison_table, fmt_rate, print_result, to_json
 from ladder.results import RunResult
 from ladder.rung import Progress as Advance
 from ladder.runner import run_on
 from ladder.settings import Settings
-from ladder.stack import Stack
+from ladder.stack import FLOWER_PORT, Stack
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143  # 128 + SIGINT, 128 + SIGTERM
@@ -115,6 +117,13 @@ def build_parser() -> Parser:
     demo.add_argument("--quick", action="store_true", help="small sizes: under a minute")
     demo.add_argument("--rungs", type=rung_list, default=list(RUNGS), help="comma-separated subset")
     demo.add_argument("--out", type=Path, default=Path("results"), help="folder for results files")
+    demo.add_argument(
+        "--hold", action="store_true", help="keep Redis, workers, Flower up until Ctrl-C"
+    )
+    demo.add_argument(
+        "--flower-port", type=whole, default=FLOWER_PORT, help="(default %(default)s)"
+    )
+    demo.add_argument("--no-flower", action="store_true", help="do not start Flower")
     add_shared_options(demo)
 
     bench = commands.add_parser(
@@ -258,13 +267,36 @@ def cmd_demo(args: argparse.Namespace, out: Console) -> int:
     writable_folder(args.out)
     err = Console(stderr=True)
     show = err.is_terminal and not args.json
+    rows: list[Row] = []
+    reported = False
 
     def announce(stack: Stack) -> None:
         if not args.json:
             where = "a private Redis" if stack.embedded else "the given broker"
             err.print(f"broker: {where} at {stack.masked_url}")
+            if stack.flower:
+                err.print(f"Flower: {stack.flower.address}  (watch the tasks arrive)")
 
-    rows: list[Row] = []
+    def report() -> None:
+        nonlocal reported
+        if reported or not rows:
+            return
+        reported = True
+        paths = [*write_demo(rows, args.out), plot_comparison(rows, args.out / "comparison.png")]
+        if args.json:
+            print(json.dumps([{"workload_label": r.label, **r.result.to_dict()} for r in rows]))
+        else:
+            out.print(comparison_table(rows))
+            for sentence in findings(rows, os.cpu_count() or 1):
+                out.print(f"- {sentence}")
+            out.print("written: " + ", ".join(str(p) for p in paths))
+
+    def at_end() -> None:
+        report()
+        if args.hold:
+            err.print("holding Redis, the workers and Flower up: Ctrl-C to stop them")
+            interrupt.wait()
+
     try:
         for row in run_demo(
             Settings.load(broker=args.broker),
@@ -272,6 +304,8 @@ def cmd_demo(args: argparse.Namespace, out: Console) -> int:
             args.rungs,
             lambda label, total: progress_bar(err, label, total, enabled=show),
             announce,
+            flower_port=None if args.no_flower else args.flower_port,
+            at_end=at_end,
         ):
             rows.append(row)
             if not args.json:
@@ -282,12 +316,7 @@ def cmd_demo(args: argparse.Namespace, out: Console) -> int:
                     f"{fmt_rate(r.throughput):>12} {r.unit:<10} {mark}"
                 )
     finally:
-        paths = write_demo(rows, args.out) if rows else []
-        if args.json:
-            print(json.dumps([{"workload_label": r.label, **r.result.to_dict()} for r in rows]))
-        elif rows:
-            out.print(comparison_table(rows))
-            out.print("written: " + ", ".join(str(p) for p in paths))
+        report()  # also when interrupted: what was measured is kept
     return EXIT_OK if rows and all(r.result.verified for r in rows) else EXIT_FAILED
 
 

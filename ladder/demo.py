@@ -61,12 +61,20 @@ def run_demo(
     rungs: Sequence[str],
     progress_for: Callable[[str, int], AbstractContextManager[Progress]],
     announce: Callable[[Stack], None],
+    flower_port: int | None = None,
+    at_end: Callable[[], None] = lambda: None,
 ) -> Iterator[Row]:
-    """Yield one row per (workload, rung), in order; a failed run is a row too."""
+    """Yield one row per (workload, rung), in order; a failed run is a row too.
+
+    With a private broker, Flower is started too (unless flower_port is None). at_end
+    runs once every row is out, while the broker, workers and Flower are still up.
+    """
     with ExitStack() as cleanup:
         stack = None
         if any(issubclass(RUNGS[name], BrokerRung) for name in rungs):
             stack = cleanup.enter_context(Stack(settings))
+            if stack.embedded and flower_port is not None:
+                stack.start_flower(flower_port)
             announce(stack)
         for workload in workloads(quick):
             for name in rungs:
@@ -80,6 +88,7 @@ def run_demo(
                 except LadderError as error:
                     result = failed(name, workload.job, str(error))
                 yield Row(workload.label, result)
+        at_end()
 
 
 def speedups(rows: Sequence[Row]) -> dict[tuple[str, str], float | None]:

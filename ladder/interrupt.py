@@ -59,3 +59,14 @@ def check() -> None:
         raise Terminated
     if _requested == signal.SIGINT:
         raise KeyboardInterrupt
+
+
+def wait() -> None:
+    """Sleep until Ctrl-C or SIGTERM, which here end the wait normally."""
+    global _requested
+    try:
+        while True:
+            check()
+            signal.pause()
+    except (KeyboardInterrupt, Terminated):
+        _requested = None

@@ -9,11 +9,15 @@ Everything started here is stopped on exit, on error and on Ctrl-C.
 from __future__ import annotations
 
 import contextlib
+import os
 import secrets
 import shutil
+import socket
 import subprocess
+import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -88,6 +92,58 @@ class RedisServer:
             self.process = None
 
 
+FLOWER_PORT = 5555
+FLOWER_START_TIMEOUT_S = 30.0
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+class Flower:
+    """Flower on 127.0.0.1, watching the stack's broker: tasks as they arrive and finish."""
+
+    def __init__(self, url: str, workdir: Path, port: int = FLOWER_PORT) -> None:
+        self.url = url
+        self.workdir = workdir
+        self.port = port if port_is_free(port) else procs.free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def address(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> str:
+        env = {**os.environ, "CELERY_BROKER_URL": self.url, "CELERY_RESULT_BACKEND": self.url}
+        argv = [sys.executable, "-m", "celery", "-A", "tasks", "flower"]
+        argv += ["--address=127.0.0.1", f"--port={self.port}"]
+        log = self.workdir / "flower.log"
+        self.process = procs.spawn(argv, log, env)
+        deadline = time.monotonic() + FLOWER_START_TIMEOUT_S
+        while True:
+            try:
+                with urllib.request.urlopen(f"{self.address}/healthcheck", timeout=1) as answer:
+                    if answer.status == 200:
+                        return self.address
+            except OSError:
+                pass
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RunFailed(f"flower did not start: {procs.tail(log)}")
+            interrupt.check()
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        if self.process:
+            procs.stop(self.process)
+            self.process = None
+
+
 class Stack:
     """The broker and workers a broker rung runs on; a context manager."""
 
@@ -98,6 +154,7 @@ class Stack:
         self.backend_url = settings.result_backend or self.url
         self.redis: RedisServer | None = None
         self.workers: CeleryWorkers | None = None
+        self.flower: Flower | None = None
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
 
     @property
@@ -150,6 +207,11 @@ class Stack:
         self.workers = CeleryWorkers(self.url, self.backend_url, topology, self.workdir)
         self.workers.start()
 
+    def start_flower(self, port: int = FLOWER_PORT) -> str:
+        """Start Flower on this stack's broker; its address (another port if port is taken)."""
+        self.flower = Flower(self.url, self.workdir, port)
+        return self.flower.start()
+
     def close(self) -> None:
         with contextlib.ExitStack() as cleanup:
             if self._tmp:
@@ -158,4 +220,6 @@ class Stack:
                 cleanup.callback(self.redis.stop)
             if self.workers:
                 cleanup.callback(self.workers.stop)
-        self.workers = self.redis = self._tmp = None
+            if self.flower:
+                cleanup.callback(self.flower.stop)
+        self.workers = self.redis = self.flower = self._tmp = None

@@ -30,10 +30,22 @@ from tasks.workloads import STOP
 # Children start from a fork server: a clean process, started once, that forks a
 # child per request. A plain fork would copy whatever the parent holds, among it a
 # broker client's sockets, which kombu's after-fork hooks then try to close from the
-# child, hanging it. The server preloads every module a child may run (the registry
-# imports all rungs) and what the CLI adds, so that a child starts in milliseconds.
+# child, hanging it. The server imports, once, the main script and every module a
+# child may need (the registry imports all rungs; the rest is what `ladder` imports),
+# so that a child starts in milliseconds instead of re-importing them all.
 CONTEXT = multiprocessing.get_context("forkserver")
-CONTEXT.set_forkserver_preload(["ladder.registry", "ladder.report", "rich.progress"])
+CONTEXT.set_forkserver_preload(
+    [
+        "__main__",
+        "ladder.registry",
+        "ladder.bench",
+        "ladder.demo",
+        "ladder.findings",
+        "ladder.plot",
+        "ladder.report",
+        "rich.progress",
+    ]
+)
 
 
 _fork_server_ready = False
