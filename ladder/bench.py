@@ -1,8 +1,8 @@
 """`ladder bench`: rungs measured side by side in one run, each as a ratio of a baseline.
 
 Every case runs once per round and the rounds interleave, so that the noise of a
-shared machine falls on all cases alike; the figure kept is the median, the min and
-max show the noise.
+shared machine falls on all cases alike; the throughput kept is the median, the min and
+max show the noise, and a ratio is the median of the per-round ratios.
 """
 
 from __future__ import annotations
@@ -10,15 +10,18 @@ from __future__ import annotations
 import json
 import os
 import statistics
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ladder.jobs import Job, PipelineJob, SumJob
-from ladder.results import RunResult
+from ladder.results import RunResult, verify_sum
 from ladder.runner import run_on
 from ladder.settings import Settings
+from local_ipc.processes import CONTEXT
+from tasks.workloads import chunk_ranges, sum_range
 
 
 @dataclass(frozen=True)
@@ -37,13 +40,30 @@ class Goal:
 
 @dataclass(frozen=True)
 class Case:
-    """One rung on one job; `limit` names the case its throughput is divided by."""
+    """One rung on one job; `limit` names the case its throughput is divided by.
+
+    A case with `raw` set measures no rung but that plain function: the machine's own
+    limit, which the rungs' figures are read against.
+    """
 
     name: str
     rung: str
     job: Job
     limit: str | None = None
     goal: Goal | None = None
+    raw: Callable[[Job], RunResult] | None = None
+
+
+def raw_parallel_sum(job: Job) -> RunResult:
+    """What the cores give: job.workers plain processes each add a share of 1..N, no
+    queue and no ladder in between, their pool started before the clock."""
+    assert isinstance(job, SumJob)
+    with CONTEXT.Pool(job.workers) as pool:
+        pool.starmap(sum_range, [(0, 1)] * job.workers)
+        start = time.perf_counter()
+        total = sum(pool.starmap(sum_range, chunk_ranges(job.n, job.workers)))
+        seconds = time.perf_counter() - start
+    return verify_sum("raw", job, total, seconds)
 
 
 def cases(quick: bool = False) -> list[Case]:
@@ -53,6 +73,8 @@ def cases(quick: bool = False) -> list[Case]:
     io_items = 200 if quick else 400
     return [
         Case("serial sum", "serial", total),
+        # Not a rung: how much faster than serial this machine's cores are right now.
+        Case("raw processes sum", "raw", total, "serial sum", raw=raw_parallel_sum),
         # The GIL: threads take turns on CPU-bound work, so they gain nothing (nor lose much).
         Case("threads sum", "threads", total, "serial sum", Goal(0.85, 1.15)),
         Case("processes sum", "processes", total, "serial sum", Goal(1.7)),
@@ -94,7 +116,10 @@ def measure(
     for _ in range(repeat):
         for entry in measured:
             tick(entry.case.name)
-            entry.runs.append(run_on(entry.case.rung, entry.case.job, settings))
+            case = entry.case
+            entry.runs.append(
+                case.raw(case.job) if case.raw else run_on(case.rung, case.job, settings)
+            )
     return measured
 
 
@@ -104,7 +129,16 @@ def rows(measured: Sequence[Measured]) -> list[dict[str, Any]]:
     out = []
     for m in measured:
         limit = by_name.get(m.case.limit) if m.case.limit else None
-        ratio = m.throughput / limit.throughput if limit else None
+        # The median of per-round ratios: a case and its limit ran minutes apart at most
+        # and seconds apart within a round, so pairing them by round cancels slow spells.
+        ratio = (
+            statistics.median(
+                run.throughput / base.throughput
+                for run, base in zip(m.runs, limit.runs, strict=True)
+            )
+            if limit
+            else None
+        )
         goal = m.case.goal
         latencies = [r.latency_ms["p50"] for r in m.runs if r.latency_ms]
         out.append(

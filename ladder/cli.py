@@ -130,7 +130,7 @@ def build_parser() -> Parser:
         "bench", help="rungs as ratios of their baselines, medians of rounds"
     )
     bench.add_argument("--quick", action="store_true", help="smaller sizes, fewer rounds")
-    bench.add_argument("--repeat", type=whole, default=None, help="rounds (default 5, quick 3)")
+    bench.add_argument("--repeat", type=whole, default=None, help="rounds (default 7, quick 3)")
     bench.add_argument("--out", type=Path, default=Path("results"), help="folder for bench.json")
     add_shared_options(bench)
     return parser
@@ -321,7 +321,7 @@ def cmd_demo(args: argparse.Namespace, out: Console) -> int:
 
 
 def cmd_bench(args: argparse.Namespace, out: Console) -> int:
-    repeat = args.repeat or (3 if args.quick else 5)
+    repeat = args.repeat or (3 if args.quick else 7)
     if repeat < 1:
         raise BadInput(f"--repeat must be at least 1 (got {repeat})")
     writable_folder(args.out)
