@@ -120,6 +120,9 @@ class Flower:
 
     def start(self) -> str:
         env = {**os.environ, "CELERY_BROKER_URL": self.url, "CELERY_RESULT_BACKEND": self.url}
+        # Flower 2 locks its HTTP API (/api/*) unless it has a login; this one has none
+        # and listens on loopback only, as the private Redis does.
+        env["FLOWER_UNAUTHENTICATED_API"] = "true"
         argv = [sys.executable, "-m", "celery", "-A", "tasks", "flower"]
         argv += ["--address=127.0.0.1", f"--port={self.port}"]
         log = self.workdir / "flower.log"

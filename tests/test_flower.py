@@ -1,0 +1,161 @@
+"""Flower, watching real workers: its HTTP API and its tasks page in a headless Chromium.
+
+The session's private Redis and workers (conftest) run a real sum and a real pipeline
+through the celery rung while Flower listens to their events; then Flower's API must list
+those workers and tasks, and the page a user opens must show our task names.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from consumers.celery_workers import CeleryWorkers
+from ladder import procs
+from ladder.jobs import PipelineJob, SumJob
+from ladder.runner import run
+from ladder.settings import Settings
+from ladder.stack import Flower
+from producers.celery_producer import CeleryRung
+
+TASK_NAMES = {"tasks.sum_range", "tasks.add_totals", "tasks.handle_item"}
+SUM_JOB = SumJob(n=200_000, chunks=8, workers=2)
+EVENTS_WAIT_S = 15.0
+CHROMIUM_TIMEOUT_S = 60.0
+
+
+@dataclass(frozen=True)
+class Watched:
+    """Flower's address, once it has seen the workers run our tasks."""
+
+    address: str
+    workers: CeleryWorkers
+
+
+@pytest.fixture(scope="module")
+def flower(
+    redis_url: str, celery_workers: CeleryWorkers, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Watched]:
+    server = Flower(redis_url, tmp_path_factory.mktemp("flower"), port=procs.free_port())
+    try:
+        address = server.start()
+        # Flower must be listening before the tasks run: it learns of them by events.
+        with CeleryRung(Settings(broker_url=redis_url)) as rung:
+            # The sum last: the newest tasks, on the tasks page's first rows, then show
+            # all three of our names (add_totals, sum_range, handle_item).
+            assert run(rung, PipelineJob(items=50)).verified
+            assert run(rung, SUM_JOB).verified
+        yield Watched(address, celery_workers)
+    finally:
+        server.stop()
+
+
+def get(url: str) -> tuple[int, str]:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return response.status, response.read().decode()
+
+
+def get_json(url: str) -> Any:
+    return json.loads(get(url)[1])
+
+
+def tasks_seen(address: str) -> dict[str, dict[str, Any]]:
+    """Flower's tasks by id, polled until every one of our task names is among them:
+    events reach Flower after the results reach us."""
+    deadline = time.monotonic() + EVENTS_WAIT_S
+    while True:
+        tasks: dict[str, dict[str, Any]] = get_json(f"{address}/api/tasks")
+        seen = {task.get("name") for task in tasks.values()}
+        if TASK_NAMES.issubset(seen):
+            return tasks
+        if time.monotonic() > deadline:
+            raise AssertionError(f"Flower saw only {seen} within {EVENTS_WAIT_S:.0f} s")
+        time.sleep(0.2)
+
+
+@pytest.mark.timeout(120)
+def test_flower_api_lists_our_workers_and_tasks(flower: Watched) -> None:
+    assert get(f"{flower.address}/healthcheck") == (200, "OK")
+
+    workers = get_json(f"{flower.address}/api/workers?refresh=1")
+    assert set(flower.workers.names()) <= set(workers)
+
+    tasks = tasks_seen(flower.address)
+    # Arguments are readable: each chunk of the sum shows the range it added up.
+    sum_args = {task["args"] for task in tasks.values() if task["name"] == "tasks.sum_range"}
+    assert {str(chunk) for chunk in SUM_JOB.ranges()} <= sum_args
+    assert {task["worker"] for task in tasks.values()} <= set(flower.workers.names())
+
+
+def chromium() -> str:
+    """Debian's chromium: a failure in CI, where .ci/run installs it; a skip elsewhere."""
+    found = shutil.which("chromium")
+    if found:
+        return found
+    reason = "needs chromium (Debian: apt-get install chromium)"
+    if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
+        pytest.fail(f"CI must provide {reason}")
+    pytest.skip(reason)
+
+
+def headless(url: str, profile: Path, *options: str) -> str:
+    """Chromium, with nothing of its own running in the background, on one page."""
+    argv = [
+        chromium(),
+        "--headless",
+        "--no-sandbox",  # we may be root, in a container: Chromium refuses its sandbox there
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--no-first-run",
+        "--disable-sync",
+        f"--user-data-dir={profile}",
+        # Flower's tasks page fills its table from /tasks/datatable by JS after load: the
+        # virtual time budget lets those scripts and requests finish before the dump.
+        "--virtual-time-budget=5000",
+        *options,
+        url,
+    ]
+    # A session of its own: on a timeout, procs.stop ends its renderers and helpers too.
+    process = subprocess.Popen(
+        argv,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        stdout, stderr = process.communicate(timeout=CHROMIUM_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        raise AssertionError(f"chromium did not finish within {CHROMIUM_TIMEOUT_S:.0f} s") from None
+    finally:
+        procs.stop(process)  # type: ignore[arg-type]
+    assert process.returncode == 0, stderr[-2000:]
+    return stdout
+
+
+@pytest.mark.timeout(180)
+def test_chromium_shows_our_tasks_on_flowers_tasks_page(flower: Watched, tmp_path: Path) -> None:
+    tasks_seen(flower.address)
+    page = f"{flower.address}/tasks"
+
+    dom = headless(page, tmp_path / "profile", "--dump-dom")
+    # DataTables' "Showing 1 to 15 of N tasks": the table was filled by its script.
+    assert "Showing 1 to" in dom, dom[-2000:]
+    assert TASK_NAMES & set(re.findall(r"tasks\.\w+", dom)), dom[-2000:]
+
+    screenshot = tmp_path / "flower.png"
+    headless(page, tmp_path / "profile", f"--screenshot={screenshot}", "--window-size=1400,900")
+    assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
