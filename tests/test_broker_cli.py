@@ -25,6 +25,7 @@ import pytest
 from consumers.celery_workers import CeleryWorkers
 from ladder import procs
 from ladder.stack import RedisServer
+from tests.proctree import cmdline, descendants, running
 
 ROOT = Path(__file__).resolve().parents[1]
 LADDER = [sys.executable, "-m", "ladder.cli"]
@@ -195,32 +196,6 @@ def test_celery_with_no_worker_attached_fails_clearly(lone_redis_url: str) -> No
     assert "celery -A tasks worker" in line
     assert password(lone_redis_url) not in done.output
     assert done.seconds < 10
-
-
-def cmdline(process: psutil.Process) -> str:
-    try:
-        return " ".join(process.cmdline())
-    except psutil.Error:
-        return ""
-
-
-def descendants(process: psutil.Process) -> list[psutil.Process]:
-    try:
-        return process.children(recursive=True)
-    except psutil.Error:
-        return []
-
-
-def running(processes: list[psutil.Process]) -> list[psutil.Process]:
-    """Those still running: a zombie has exited, it only waits to be reaped."""
-    alive = []
-    for process in processes:
-        try:
-            if process.is_running() and process.status() != psutil.STATUS_ZOMBIE:
-                alive.append(process)
-        except psutil.NoSuchProcess:
-            pass
-    return alive
 
 
 def count(argvs: list[str], *words: str) -> int:

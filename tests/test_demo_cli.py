@@ -1,0 +1,93 @@
+"""`ladder demo` as a user runs it: the report and its files, and Ctrl-C mid-way."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import TextIO
+
+import psutil
+import pytest
+
+from tests.proctree import cmdline, descendants, running
+
+ROOT = Path(__file__).resolve().parents[1]
+LADDER = [sys.executable, "-m", "ladder.cli", "demo", "--quick"]
+ENV = {
+    k: v for k, v in os.environ.items() if k not in ("CELERY_BROKER_URL", "CELERY_RESULT_BACKEND")
+}
+ENV["COLUMNS"] = "160"
+
+
+def read(file: TextIO) -> str:
+    file.seek(0)
+    return file.read()
+
+
+@pytest.mark.timeout(90)
+def test_the_demo_prints_the_table_and_findings_and_writes_three_files(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [*LADDER, "--rungs", "serial,threads,processes", "--out", str(tmp_path)],
+        cwd=ROOT,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=80,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "Every rung, side by side" in done.stdout
+    # A sentence computed from this run's figures, with its number.
+    assert "threads ran at" in done.stdout
+    assert "x serial" in done.stdout
+    rows = json.loads((tmp_path / "results.json").read_text())
+    assert {(r["workload"], r["rung"]) for r in rows} == {
+        (w, r) for w in ("sum", "pipeline") for r in ("serial", "threads", "processes")
+    }
+    assert len(rows) == 9
+    assert all(r["verified"] for r in rows)
+    header = (tmp_path / "results.csv").read_text().splitlines()[0]
+    assert header.startswith("workload_label,rung,workload,seconds,throughput")
+    assert (tmp_path / "comparison.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.timeout(120)
+def test_ctrl_c_stops_everything_and_keeps_what_was_measured(tmp_path: Path) -> None:
+    out_dir = tmp_path / "results"
+    argv = [*LADDER, "--rungs", "serial,threads,celery", "--out", str(out_dir)]
+    with open(tmp_path / "out", "w+") as out, open(tmp_path / "err", "w+") as err:
+        process = subprocess.Popen(
+            argv, cwd=ROOT, env=ENV, stdout=out, stderr=err, start_new_session=True
+        )
+        ladder_process = psutil.Process(process.pid)
+        recorded: list[psutil.Process] = []
+        try:
+            # Wait for the third row (celery's sum): Redis, Flower and workers are all up.
+            deadline = time.monotonic() + 90
+            while read(err).count(" ok") < 3:
+                assert process.poll() is None, "the demo ended before the signal"
+                assert time.monotonic() < deadline, "the demo never reached celery"
+                time.sleep(0.1)
+            recorded = descendants(ladder_process)
+            argvs = [cmdline(p) for p in recorded]
+            assert any("redis-server" in a for a in argvs), argvs
+            assert any("flower" in a for a in argvs), argvs
+            os.kill(process.pid, signal.SIGINT)
+            assert process.wait(timeout=20) == 130
+            assert read(err).splitlines()[-1] == "ladder: error: interrupted"
+            rows = json.loads((out_dir / "results.json").read_text())
+            assert len(rows) >= 3
+            assert all(r["verified"] for r in rows)
+            _, alive = psutil.wait_procs(recorded, timeout=10)
+            assert running(alive) == [], [cmdline(p) for p in alive]
+        finally:
+            for child in [*recorded, *descendants(ladder_process)]:
+                with contextlib.suppress(psutil.Error):
+                    child.kill()
+            process.kill()
+            process.wait()
