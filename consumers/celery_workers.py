@@ -53,8 +53,16 @@ def ping_workers(
 class CeleryWorkers:
     """topology.instances worker processes on one broker."""
 
-    def __init__(self, url: str, backend_url: str, topology: Topology, workdir: Path) -> None:
+    def __init__(
+        self,
+        url: str,
+        backend_url: str,
+        topology: Topology,
+        workdir: Path,
+        visibility_timeout_s: float | None = None,
+    ) -> None:
         self.url = url
+        self.visibility_timeout_s = visibility_timeout_s
         self.backend_url = backend_url
         self.topology = topology
         self.workdir = workdir
@@ -73,6 +81,8 @@ class CeleryWorkers:
             "CELERY_BROKER_URL": self.url,
             "CELERY_RESULT_BACKEND": self.backend_url,
         }
+        if self.visibility_timeout_s is not None:
+            env["LADDER_VISIBILITY_TIMEOUT_S"] = str(self.visibility_timeout_s)
         t = self.topology
         try:
             for index, name in enumerate(self.names()):

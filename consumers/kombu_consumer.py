@@ -17,7 +17,7 @@ from kombu.connection import Connection
 from kombu.simple import SimpleQueue
 
 from consumers.recorder import Recorder
-from ladder.broker import RunKeys
+from ladder.broker import RunKeys, transport_options
 from ladder.jobs import PipelineJob
 from local_ipc.loops import sum_chunks
 from tasks.workloads import STOP, handle_item
@@ -26,11 +26,16 @@ POLL_S = 1.0
 log = logging.getLogger(__name__)
 
 
-def consume(url: str, keys: RunKeys, job: PipelineJob) -> None:
+def connect(url: str, visibility_timeout_s: float) -> Connection:
+    """A kombu connection to the broker that gives back what a dead consumer held."""
+    return Connection(url, transport_options=transport_options(visibility_timeout_s))
+
+
+def consume(url: str, keys: RunKeys, job: PipelineJob, visibility_timeout_s: float) -> None:
     """Handle items from the run's queue until the sentinel, or until the parent is gone."""
     parent = os.getppid()
-    recorder = Recorder(url)
-    with Connection(url) as connection:
+    recorder = Recorder(url, name=f"ladder-kombu-consumer-{os.getpid()}")
+    with connect(url, visibility_timeout_s) as connection:
         channel = connection.SimpleQueue(keys.items, serializer="json", accept=["json"])
         while os.getppid() == parent:
             try:
@@ -72,9 +77,9 @@ class PayloadQueue:
         return message.payload
 
 
-def sum_worker(url: str, keys: RunKeys) -> None:
+def sum_worker(url: str, keys: RunKeys, visibility_timeout_s: float) -> None:
     """The processes rung's sum loop, its two queues now on the broker."""
-    with Connection(url) as connection:
+    with connect(url, visibility_timeout_s) as connection:
         sum_chunks(
             PayloadQueue(connection, keys.queue("chunks")),
             PayloadQueue(connection, keys.queue("totals")),

@@ -37,6 +37,8 @@ def result_table(result: RunResult) -> Table:
     table.add_row("got", f"{result.got:,}")
     if result.workload == "pipeline":
         table.add_row("lost / duplicates", f"{result.lost:,} / {result.duplicates:,}")
+        if result.redelivered:
+            table.add_row("redelivered", f"{result.redelivered:,} (handled again, counted once)")
         if result.latency_ms:
             table.add_row(
                 "latency p50 / p99",

@@ -17,6 +17,9 @@ class Consumed:
 
     ids: list[int] = field(default_factory=list)
     latencies_s: list[float] = field(default_factory=list)
+    # Deliveries beyond the first of an id, which an idempotent consumer handled but
+    # recorded once (at-least-once delivery, exactly-once tally).
+    redelivered: int = 0
 
     def record(self, item_id: int, latency_s: float) -> None:
         self.ids.append(item_id)
@@ -25,6 +28,7 @@ class Consumed:
     def extend(self, other: Consumed) -> None:
         self.ids.extend(other.ids)
         self.latencies_s.extend(other.latencies_s)
+        self.redelivered += other.redelivered
 
 
 @dataclass(frozen=True)
@@ -85,6 +89,7 @@ class RunResult:
     lost: int = 0
     duplicates: int = 0
     unexpected: int = 0
+    redelivered: int = 0
     latency_ms: dict[str, float] | None = None
     note: str = ""
 
@@ -136,8 +141,13 @@ def verify_pipeline(rung: str, job: PipelineJob, consumed: Consumed, seconds: fl
         lost=counts.lost,
         duplicates=counts.duplicates,
         unexpected=counts.unexpected,
+        redelivered=consumed.redelivered,
         latency_ms=percentiles_ms(consumed.latencies_s),
-        note="; ".join(problems),
+        note="; ".join(
+            [*problems, f"{consumed.redelivered:,} redelivered, each counted once"]
+            if consumed.redelivered
+            else problems
+        ),
     )
 
 

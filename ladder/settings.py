@@ -16,6 +16,7 @@ class Settings:
 
     broker_url: str | None = None
     result_backend: str | None = None
+    visibility_timeout_s: float = 30.0
 
     @classmethod
     def load(cls, broker: str | None = None, environ: Mapping[str, str] | None = None) -> Settings:
@@ -23,4 +24,9 @@ class Settings:
         env = os.environ if environ is None else environ
         broker_url = broker or env.get("CELERY_BROKER_URL") or None
         backend = env.get("CELERY_RESULT_BACKEND") or broker_url
-        return cls(broker_url=broker_url, result_backend=backend)
+        visibility = env.get("LADDER_VISIBILITY_TIMEOUT_S")
+        return cls(
+            broker_url=broker_url,
+            result_backend=backend,
+            visibility_timeout_s=float(visibility) if visibility else cls.visibility_timeout_s,
+        )

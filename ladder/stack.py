@@ -207,7 +207,13 @@ class Stack:
             return
         if self.workers:
             self.workers.stop()
-        self.workers = CeleryWorkers(self.url, self.backend_url, topology, self.workdir)
+        self.workers = CeleryWorkers(
+            self.url,
+            self.backend_url,
+            topology,
+            self.workdir,
+            self.settings.visibility_timeout_s,
+        )
         self.workers.start()
 
     def start_flower(self, port: int = FLOWER_PORT) -> str:

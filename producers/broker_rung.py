@@ -14,6 +14,7 @@ from typing import Self
 from consumers.recorder import Recorder
 from ladder import interrupt
 from ladder.broker import RunKeys
+from ladder.jobs import Job, PipelineJob
 from ladder.results import Consumed
 from ladder.rung import Progress, Rung
 from ladder.settings import Settings
@@ -30,6 +31,12 @@ class BrokerRung(Rung):
         super().__init__(settings)
         self.owns_stack = stack is None
         self.stack = stack or Stack(self.settings)
+
+    def stall_s(self, job: Job) -> float:
+        """How long nothing may be handled before the run is declared stuck: long enough
+        for the messages of a consumer that died to come back (the visibility timeout)."""
+        work_s = job.work_ms / 1000 if isinstance(job, PipelineJob) else 0.0
+        return 15.0 + self.settings.visibility_timeout_s + 10 * work_s
 
     def __enter__(self) -> Self:
         if self.owns_stack:

@@ -32,12 +32,6 @@ from tasks.workloads import make_item
 QUEUE = "celery"  # Celery's default queue: the Redis list the workers read
 
 
-def stall_s(job: PipelineJob | SumJob) -> float:
-    """How long nothing may happen before the run is declared stuck."""
-    work_s = job.work_ms / 1000 if isinstance(job, PipelineJob) else 0.0
-    return 15.0 + 10 * work_s
-
-
 def produce(url: str, backend_url: str, keys: RunKeys, ids: range, job: PipelineJob) -> None:
     """Send one tasks.handle_item per id, pausing while the queue holds queue_size."""
     client = make_app(url, backend_url)
@@ -89,10 +83,10 @@ class CeleryRung(BrokerRung):
                 if numbers != shown:
                     progress(numbers - shown)
                     shown, last_change = numbers, time.monotonic()
-                elif time.monotonic() - last_change > stall_s(job):
+                elif time.monotonic() - last_change > self.stall_s(job):
                     raise RunFailed(
                         f"celery workers stopped: {header.completed_count()} of {job.chunks} "
-                        f"chunks done after {stall_s(job):.0f} s without progress"
+                        f"chunks done after {self.stall_s(job):.0f} s without progress"
                     )
                 interrupt.check()
                 time.sleep(POLL_S / 2)
@@ -119,7 +113,7 @@ class CeleryRung(BrokerRung):
             watch.until(lambda _: not any(p.is_alive() for p in producers))
             # No sentinel: tasks are independent. The run is over when every item is
             # recorded, or when nothing more arrives (what is missing is then lost).
-            watch.until(lambda handled: handled >= job.items, stall_s=stall_s(job))
+            watch.until(lambda handled: handled >= job.items, stall_s=self.stall_s(job))
             return watch.read()
         finally:
             stop_processes(producers)

@@ -14,7 +14,7 @@ import time
 from kombu.connection import Connection
 from kombu.simple import SimpleQueue
 
-from consumers.kombu_consumer import PayloadQueue, consume, sum_worker
+from consumers.kombu_consumer import PayloadQueue, connect, consume, sum_worker
 from ladder.broker import RunKeys
 from ladder.jobs import PipelineJob, SumJob
 from ladder.results import Consumed
@@ -57,11 +57,13 @@ class KombuRung(BrokerRung):
 
     def run_sum(self, job: SumJob, progress: Progress = no_progress) -> int:
         url, keys = self.stack.url, RunKeys.new()
+        visibility_s = self.settings.visibility_timeout_s
         workers = [
-            Child(target=sum_worker, args=(url, keys), name=f"sum-{w}") for w in range(job.workers)
+            Child(target=sum_worker, args=(url, keys, visibility_s), name=f"sum-{w}")
+            for w in range(job.workers)
         ]
         try:
-            with Connection(url) as connection:
+            with connect(url, self.settings.visibility_timeout_s) as connection:
                 chunks = PayloadQueue(connection, keys.queue("chunks"))
                 totals = PayloadQueue(connection, keys.queue("totals"))
                 put_all(chunks, [*job.ranges(), *[STOP] * job.workers])
@@ -78,12 +80,13 @@ class KombuRung(BrokerRung):
 
     def run_pipeline(self, job: PipelineJob, progress: Progress = no_progress) -> Consumed:
         url, keys = self.stack.url, RunKeys.new()
+        visibility_s = self.settings.visibility_timeout_s
         producers = [
             Child(target=produce, args=(url, keys, job.share(p), job), name=f"producer-{p}")
             for p in range(job.producers)
         ]
         consumers = [
-            Child(target=consume, args=(url, keys, job), name=f"consumer-{c}")
+            Child(target=consume, args=(url, keys, job, visibility_s), name=f"consumer-{c}")
             for c in range(job.consumers)
         ]
         watch = Watch(url, keys, progress)
@@ -91,7 +94,11 @@ class KombuRung(BrokerRung):
             for process in producers + consumers:
                 process.start()
             watch.until(lambda _: not any(p.is_alive() for p in producers))
-            with Connection(url) as connection:
+            # The stream ends once every item is handled, as JoinableQueue.join would
+            # tell: a sentinel sent as soon as the producers finish could stop the last
+            # consumers before the items of one that died come back to the queue.
+            watch.until(lambda handled: handled >= job.items, stall_s=self.stall_s(job))
+            with connect(url, self.settings.visibility_timeout_s) as connection:
                 channel = connection.SimpleQueue(keys.items, serializer="json")
                 for _ in consumers:
                     channel.put(STOP)

@@ -7,12 +7,13 @@ The broker and result backend come from CELERY_BROKER_URL / CELERY_RESULT_BACKEN
 from __future__ import annotations
 
 import functools
+import os
 from typing import Any
 
 from celery import Celery
 
 from consumers.recorder import Recorder
-from ladder.broker import RunKeys
+from ladder.broker import RunKeys, transport_options
 from ladder.settings import Settings
 from tasks import workloads
 
@@ -43,6 +44,7 @@ def make_app(broker_url: str | None, result_backend: str | None = None) -> Celer
         CONFIG,
         broker_url=broker_url or FALLBACK_BROKER_URL,
         result_backend=result_backend or broker_url or FALLBACK_BROKER_URL,
+        broker_transport_options=transport_options(_settings.visibility_timeout_s),
     )
     return app
 
@@ -54,7 +56,7 @@ app = make_app(_settings.broker_url, _settings.result_backend)
 @functools.cache
 def recorder() -> Recorder:
     """One Redis client per worker process, on the broker this worker serves."""
-    return Recorder(app.conf.broker_url)
+    return Recorder(app.conf.broker_url, name=f"ladder-celery-worker-{os.getpid()}")
 
 
 @app.task(name="tasks.sum_range")
