@@ -57,7 +57,14 @@ def test_the_demo_prints_the_table_and_findings_and_writes_three_files(tmp_path:
 
 
 @pytest.mark.timeout(120)
-def test_ctrl_c_stops_everything_and_keeps_what_was_measured(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("signum", "code", "word"),
+    [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")],
+    ids=["SIGINT", "SIGTERM"],
+)
+def test_a_signal_stops_everything_and_keeps_what_was_measured(
+    signum: int, code: int, word: str, tmp_path: Path
+) -> None:
     out_dir = tmp_path / "results"
     argv = [*LADDER, "--rungs", "serial,threads,celery", "--out", str(out_dir)]
     with open(tmp_path / "out", "w+") as out, open(tmp_path / "err", "w+") as err:
@@ -77,9 +84,9 @@ def test_ctrl_c_stops_everything_and_keeps_what_was_measured(tmp_path: Path) -> 
             argvs = [cmdline(p) for p in recorded]
             assert any("redis-server" in a for a in argvs), argvs
             assert any("flower" in a for a in argvs), argvs
-            os.kill(process.pid, signal.SIGINT)
-            assert process.wait(timeout=20) == 130
-            assert read(err).splitlines()[-1] == "ladder: error: interrupted"
+            os.kill(process.pid, signum)
+            assert process.wait(timeout=20) == code
+            assert read(err).splitlines()[-1] == f"ladder: error: {word}"
             rows = json.loads((out_dir / "results.json").read_text())
             assert len(rows) >= 3
             assert all(r["verified"] for r in rows)
