@@ -12,7 +12,7 @@ import math
 import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager, nullcontext
 from pathlib import Path
 from typing import NoReturn
 
@@ -31,7 +31,7 @@ from ladder.registry import RUNGS, WORKLOADS, get_rung
 from ladder.report import bench_table, comparison_table, fmt_rate, print_result, to_json
 from ladder.results import RunResult
 from ladder.rung import Progress as Advance
-from ladder.runner import run_on
+from ladder.runner import open_rung, run
 from ladder.settings import Settings
 from ladder.stack import FLOWER_PORT, Stack
 
@@ -245,9 +245,15 @@ def cmd_run(args: argparse.Namespace, out: Console) -> int:
     job = make_job(args.workload, args)
     settings = Settings.load(broker=args.broker)
     err = Console(stderr=True)
-    label = f"{job.workload} on {args.rung}"
-    with progress_bar(err, label, job.size, enabled=err.is_terminal and not args.json) as advance:
-        result = run_on(args.rung, job, settings, advance)
+    show = err.is_terminal and not args.json
+    with ExitStack() as cleanup:
+        # Starting a broker and workers takes seconds: say so while it happens.
+        with err.status(f"starting the {args.rung} rung") if show else nullcontext():
+            rung = cleanup.enter_context(open_rung(args.rung, settings))
+            rung.prepare(job)
+        label = f"{job.workload} on {args.rung}"
+        with progress_bar(err, label, job.size, enabled=show) as advance:
+            result = run(rung, job, advance)
     emit(result, args.json, out)
     return EXIT_OK if result.verified else EXIT_FAILED
 
