@@ -7,6 +7,7 @@ max show the noise, and a ratio is the median of the per-round ratios.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import statistics
@@ -16,11 +17,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ladder import limits
 from ladder.jobs import Job, PipelineJob, SumJob
+from ladder.registry import get_rung
 from ladder.results import RunResult, verify_sum
-from ladder.runner import run_on
+from ladder.rung import Rung
+from ladder.runner import open_rung, run
 from ladder.settings import Settings
+from ladder.stack import Stack
 from local_ipc.processes import CONTEXT
+from producers.broker_rung import BrokerRung
 from tasks.workloads import chunk_ranges, sum_range
 
 
@@ -43,7 +49,8 @@ class Case:
     """One rung on one job; `limit` names the case its throughput is divided by.
 
     A case with `raw` set measures no rung but that plain function: the machine's own
-    limit, which the rungs' figures are read against.
+    limit, which the rungs' figures are read against; `raw_on_broker` is the same, given
+    the broker URL first.
     """
 
     name: str
@@ -52,6 +59,13 @@ class Case:
     limit: str | None = None
     goal: Goal | None = None
     raw: Callable[[Job], RunResult] | None = None
+    raw_on_broker: Callable[[str, Job], RunResult] | None = None
+
+    @property
+    def on_broker(self) -> bool:
+        if self.raw_on_broker:
+            return True
+        return self.raw is None and issubclass(get_rung(self.rung), BrokerRung)
 
 
 def raw_parallel_sum(job: Job) -> RunResult:
@@ -71,6 +85,10 @@ def cases(quick: bool = False) -> list[Case]:
     cores = os.cpu_count() or 1
     total = SumJob(n=n, chunks=16, workers=cores)
     io_items = 200 if quick else 400
+    # Small items, no work, one producer and one consumer: the shape of the raw limits,
+    # so that a rung's ratio to its transport's limit is what the rung's own logic costs.
+    local = PipelineJob(items=20_000, producers=1, consumers=1, payload_bytes=16)
+    remote = PipelineJob(items=500 if quick else 2_000, producers=1, consumers=1, payload_bytes=16)
     return [
         Case("serial sum", "serial", total),
         # Not a rung: how much faster than serial this machine's cores are right now.
@@ -92,6 +110,18 @@ def cases(quick: bool = False) -> list[Case]:
             "serial pipeline io 5 ms",
             Goal(5.0),
         ),
+        Case("raw queue.Queue", "raw", local, raw=limits.queue_threads),
+        Case("raw multiprocessing.Queue", "raw", local, raw=limits.multiprocessing_queue),
+        Case("raw multiprocessing.Pipe", "raw", local, raw=limits.multiprocessing_pipe),
+        Case("raw redis push/pop", "raw", remote, raw_on_broker=limits.redis_unpipelined),
+        Case("raw redis pipelined x100", "raw", remote, raw_on_broker=limits.redis_pipelined),
+        Case("raw kombu put/get", "raw", remote, raw_on_broker=limits.kombu_simple_queue),
+        Case("threads pipeline", "threads", local, "raw queue.Queue", Goal(0.5)),
+        Case("processes pipeline", "processes", local, "raw multiprocessing.Queue", Goal(0.5)),
+        Case("kombu pipeline", "kombu", remote, "raw kombu put/get", Goal(0.9)),
+        # Issue 7's goal for celery is 0.9 of a bare Celery no-op task, not measured here
+        # yet; against one Redis round trip per item it has no goal, only a ratio.
+        Case("celery pipeline", "celery", remote, "raw redis push/pop"),
     ]
 
 
@@ -112,15 +142,35 @@ class Measured:
 def measure(
     selected: Sequence[Case], repeat: int, settings: Settings, tick: Callable[[str], None]
 ) -> list[Measured]:
+    """Every case `repeat` times, rounds interleaved. One broker stack (a private Redis,
+    unless settings name a broker) and one instance of each rung serve every round, so
+    that no run pays for starting them."""
     measured = [Measured(case, []) for case in selected]
-    for _ in range(repeat):
-        for entry in measured:
-            tick(entry.case.name)
-            case = entry.case
-            entry.runs.append(
-                case.raw(case.job) if case.raw else run_on(case.rung, case.job, settings)
-            )
+    with contextlib.ExitStack() as opened:
+        stack = (
+            opened.enter_context(Stack(settings)) if any(c.on_broker for c in selected) else None
+        )
+        rungs: dict[str, Rung] = {}
+
+        def rung(name: str) -> Rung:
+            if name not in rungs:
+                rungs[name] = opened.enter_context(open_rung(name, settings, stack))
+            return rungs[name]
+
+        for _ in range(repeat):
+            for entry in measured:
+                tick(entry.case.name)
+                entry.runs.append(run_case(entry.case, rung, stack))
     return measured
+
+
+def run_case(case: Case, rung: Callable[[str], Rung], stack: Stack | None) -> RunResult:
+    if case.raw:
+        return case.raw(case.job)
+    if case.raw_on_broker:
+        assert stack is not None, "measure opens a stack for every broker case"
+        return case.raw_on_broker(stack.url, case.job)
+    return run(rung(case.rung), case.job)
 
 
 def rows(measured: Sequence[Measured]) -> list[dict[str, Any]]:

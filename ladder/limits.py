@@ -1,0 +1,206 @@
+"""Each transport's raw limit: a few lines of plain code that move small items through it.
+
+    producer (this process) -> transport -> one consumer (a thread, or a child process)
+    consumer -> the ids it took, once, at the sentinel -> verify_pipeline
+
+No rung, no progress, no per-item bookkeeping but the id: the fastest this machine moves
+the rungs' own items (tasks.workloads.make_item, same payload) through that channel, so a
+rung's throughput divided by its transport's limit is what the rung's own logic costs.
+A consumer process is started, and ready, before the clock; the time to hand its ids
+back is timed, as it is for the rungs.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import threading
+import time
+from collections.abc import Callable
+from multiprocessing.connection import Connection as PipeEnd
+from typing import Any
+
+from consumers.kombu_consumer import connect
+from ladder.broker import RunKeys, client
+from ladder.jobs import Job, PipelineJob
+from ladder.results import Consumed, RunResult, verify_pipeline
+from ladder.settings import Settings
+from local_ipc.loops import Channel, collect
+from local_ipc.processes import CONTEXT, Child, start_fork_server, stop_processes
+from tasks.workloads import STOP, make_item
+
+RUNG = "raw"
+PIPELINE_BATCH = 100  # commands per round trip in redis_pipelined
+BRPOP_TIMEOUT_S = 30  # a consumer that waits this long for an item gives up: a lost run
+
+
+def pipeline_job(job: Job) -> PipelineJob:
+    if not isinstance(job, PipelineJob):
+        raise TypeError(f"a raw transport limit needs a pipeline job (got {job.workload})")
+    return job
+
+
+def queue_threads(job: Job) -> RunResult:
+    """queue.Queue(job.queue_size), as the threads rung bounds it: this thread puts, one
+    consumer thread gets."""
+    job = pipeline_job(job)
+    channel: queue.Queue[Any] = queue.Queue(job.queue_size)
+    ids: list[int] = []
+
+    def consume() -> None:
+        while (item := channel.get()) is not STOP:
+            ids.append(item["id"])
+
+    consumer = threading.Thread(target=consume, name="raw-consumer")
+    start = time.perf_counter()
+    consumer.start()
+    for item_id in range(job.items):
+        channel.put(make_item(item_id, job.payload))
+    channel.put(STOP)
+    consumer.join()
+    return verify_pipeline(RUNG, job, Consumed(ids=ids), time.perf_counter() - start)
+
+
+def in_child(
+    job: PipelineJob,
+    target: Callable[..., None],
+    args: tuple[Any, ...],
+    put_all: Callable[[], None],
+) -> RunResult:
+    """Start target(*args, results) in a child, wait for its "ready", then time put_all()
+    and the child's handing back of the ids it took."""
+    start_fork_server()
+    results = CONTEXT.Queue()
+    child = Child(target=target, args=(*args, results), name="raw-consumer")
+    try:
+        child.start()
+        for _ in collect(results, 1, [child], lambda _: None):
+            break  # "ready"
+        start = time.perf_counter()
+        put_all()
+        ids: list[int] = next(iter(collect(results, 1, [child], lambda _: None)), [])
+        seconds = time.perf_counter() - start
+        child.join()
+    finally:
+        stop_processes([child])
+    return verify_pipeline(RUNG, job, Consumed(ids=ids), seconds)
+
+
+def get_from_queue(channel: Channel, results: Channel) -> None:
+    results.put("ready")
+    ids: list[int] = []
+    while (item := channel.get()) is not STOP:
+        ids.append(item["id"])
+    results.put(ids)
+
+
+def multiprocessing_queue(job: Job) -> RunResult:
+    """multiprocessing.Queue(job.queue_size), as the processes rung bounds it: this
+    process puts, one child process gets."""
+    job = pipeline_job(job)
+    channel = CONTEXT.Queue(job.queue_size)
+
+    def put_all() -> None:
+        for item_id in range(job.items):
+            channel.put(make_item(item_id, job.payload))
+        channel.put(STOP)
+
+    return in_child(job, get_from_queue, (channel,), put_all)
+
+
+def recv_from_pipe(reader: PipeEnd, results: Channel) -> None:
+    results.put("ready")
+    ids: list[int] = []
+    while (item := reader.recv()) is not STOP:
+        ids.append(item["id"])
+    results.put(ids)
+
+
+def multiprocessing_pipe(job: Job) -> RunResult:
+    """multiprocessing.Pipe(duplex=False): this process sends, one child process receives;
+    no feeder thread and no lock, unlike multiprocessing.Queue."""
+    job = pipeline_job(job)
+    reader, writer = CONTEXT.Pipe(duplex=False)
+
+    def put_all() -> None:
+        for item_id in range(job.items):
+            writer.send(make_item(item_id, job.payload))
+        writer.send(STOP)
+
+    return in_child(job, recv_from_pipe, (reader,), put_all)
+
+
+def brpop_ids(url: str, key: str, items: int, batch: int, results: Channel) -> None:
+    """Pop `items` JSON items from key, `batch` BRPOPs per round trip."""
+    redis = client(url, name="ladder-raw-consumer")
+    results.put("ready")
+    ids: list[int] = []
+    while len(ids) < items:
+        pipe = redis.pipeline(transaction=False)
+        for _ in range(min(batch, items - len(ids))):
+            pipe.brpop([key], timeout=BRPOP_TIMEOUT_S)
+        for popped in pipe.execute():
+            if popped is None:
+                results.put(ids)  # timed out: the rest is lost, as verification will say
+                return
+            ids.append(json.loads(popped[1])["id"])
+    results.put(ids)
+
+
+def redis_push_pop(url: str, job: Job, batch: int) -> RunResult:
+    job = pipeline_job(job)
+    keys = RunKeys.new()
+    redis = client(url, name="ladder-raw-producer")
+
+    def put_all() -> None:
+        for first in range(0, job.items, batch):
+            pipe = redis.pipeline(transaction=False)
+            for item_id in range(first, min(first + batch, job.items)):
+                pipe.lpush(keys.items, json.dumps(make_item(item_id, job.payload)))
+            pipe.execute()
+
+    try:
+        return in_child(job, brpop_ids, (url, keys.items, job.items, batch), put_all)
+    finally:
+        keys.cleanup(url)
+
+
+def redis_unpipelined(url: str, job: Job) -> RunResult:
+    """redis-py, one round trip per item: this process LPUSHes, a child BRPOPs."""
+    return redis_push_pop(url, job, batch=1)
+
+
+def redis_pipelined(url: str, job: Job) -> RunResult:
+    """redis-py, PIPELINE_BATCH commands per round trip on both sides."""
+    return redis_push_pop(url, job, batch=PIPELINE_BATCH)
+
+
+def get_from_simple_queue(url: str, name: str, results: Channel) -> None:
+    with connect(url, Settings().visibility_timeout_s) as connection:
+        channel = connection.SimpleQueue(name, serializer="json", accept=["json"])
+        results.put("ready")
+        ids: list[int] = []
+        while (message := channel.get(timeout=BRPOP_TIMEOUT_S)).payload is not STOP:
+            ids.append(message.payload["id"])
+            message.ack()
+        message.ack()
+        results.put(ids)
+
+
+def kombu_simple_queue(url: str, job: Job) -> RunResult:
+    """Bare kombu SimpleQueue, JSON, connected as the kombu rung connects: this process puts, one
+    child process gets and acks; no backpressure check and no record in Redis."""
+    job = pipeline_job(job)
+    keys = RunKeys.new()
+    try:
+        with connect(url, Settings().visibility_timeout_s) as connection:
+            channel = connection.SimpleQueue(keys.items, serializer="json")
+
+            def put_all() -> None:
+                for item_id in range(job.items):
+                    channel.put(make_item(item_id, job.payload))
+                channel.put(STOP)
+
+            return in_child(job, get_from_simple_queue, (url, keys.items), put_all)
+    finally:
+        keys.cleanup(url)
