@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import os
 import time
+from types import TracebackType
 
 from celery import chord, group
 
@@ -68,6 +69,15 @@ class CeleryRung(BrokerRung):
         super().__enter__()
         self.client = make_app(self.stack.url, self.stack.backend_url)
         return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.client.close()
+        super().__exit__(exc_type, exc, tb)
 
     def prepare(self, job: Job) -> None:
         self.stack.celery_workers(topology(job))
