@@ -26,7 +26,6 @@ from ladder.demo import write as write_demo
 from ladder.errors import BadInput, LadderError
 from ladder.findings import findings
 from ladder.jobs import Job, PipelineJob, SumJob
-from ladder.plot import plot_comparison
 from ladder.registry import RUNGS, WORKLOADS, get_rung
 from ladder.report import bench_table, comparison_table, fmt_rate, print_result, to_json
 from ladder.results import RunResult
@@ -288,6 +287,9 @@ def cmd_demo(args: argparse.Namespace, out: Console) -> int:
         if reported or not rows:
             return
         reported = True
+        # matplotlib takes most of a second to import: only the demo's report needs it.
+        from ladder.plot import plot_comparison
+
         paths = [*write_demo(rows, args.out), plot_comparison(rows, args.out / "comparison.png")]
         if args.json:
             print(json.dumps([{"workload_label": r.label, **r.result.to_dict()} for r in rows]))

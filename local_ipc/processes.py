@@ -41,7 +41,6 @@ CONTEXT.set_forkserver_preload(
         "ladder.bench",
         "ladder.demo",
         "ladder.findings",
-        "ladder.plot",
         "ladder.report",
         "rich.progress",
     ]
