@@ -14,8 +14,11 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+
+from ladder import interrupt
+from ladder.errors import RunFailed
 
 PR_SET_PDEATHSIG = 1
 
@@ -61,6 +64,24 @@ def stop(*processes: subprocess.Popen[bytes], timeout_s: float = 10.0) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(process.pid, signal.SIGKILL)
         process.wait()
+
+
+def wait_ready(
+    process: subprocess.Popen[bytes],
+    ready: Callable[[], bool],
+    what: str,
+    log: Path,
+    timeout_s: float,
+    poll_s: float = 0.05,
+) -> None:
+    """Poll ready() until it holds; raise RunFailed, with the log's tail, if the process
+    exits or time runs out first. The caller stops the process."""
+    deadline = time.monotonic() + timeout_s
+    while not ready():
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise RunFailed(f"{what} did not start: {tail(log)}")
+        interrupt.check()
+        time.sleep(poll_s)
 
 
 def tail(log: Path, lines: int = 5) -> str:

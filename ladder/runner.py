@@ -25,14 +25,6 @@ def run(rung: Rung, job: Job, progress: Progress = no_progress) -> RunResult:
     return verify_pipeline(rung.name, job, consumed, time.perf_counter() - start)
 
 
-def run_on(
-    rung_name: str, job: Job, settings: Settings, progress: Progress = no_progress
-) -> RunResult:
-    """Start the named rung, run the job on it, stop the rung."""
-    with open_rung(rung_name, settings) as rung:
-        return run(rung, job, progress)
-
-
 def open_rung(name: str, settings: Settings, stack: Stack | None = None) -> Rung:
     """The named rung, on a shared broker stack when one is given (broker rungs only)."""
     rung = get_rung(name)

@@ -74,17 +74,19 @@ class RedisServer:
         config.chmod(0o600)
         log = self.workdir / "redis.log"
         self.process = procs.spawn([redis_binary(), str(config)], log)
-        deadline = time.monotonic() + REDIS_START_TIMEOUT_S
-        while True:
+
+        def answers() -> bool:
             try:
-                client(self.url).ping()
-                return self.url
+                return bool(client(self.url).ping())
             except (redis.RedisError, OSError):
-                if self.process.poll() is not None or time.monotonic() > deadline:
-                    self.stop()
-                    raise RunFailed(f"redis-server did not start: {procs.tail(log)}") from None
-                interrupt.check()
-                time.sleep(0.05)
+                return False
+
+        try:
+            procs.wait_ready(self.process, answers, "redis-server", log, REDIS_START_TIMEOUT_S)
+        except BaseException:
+            self.stop()
+            raise
+        return self.url
 
     def stop(self) -> None:
         if self.process:
@@ -127,19 +129,20 @@ class Flower:
         argv += ["--address=127.0.0.1", f"--port={self.port}"]
         log = self.workdir / "flower.log"
         self.process = procs.spawn(argv, log, env)
-        deadline = time.monotonic() + FLOWER_START_TIMEOUT_S
-        while True:
+
+        def answers() -> bool:
             try:
                 with urllib.request.urlopen(f"{self.address}/healthcheck", timeout=1) as answer:
-                    if answer.status == 200:
-                        return self.address
+                    return bool(answer.status == 200)
             except OSError:
-                pass
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise RunFailed(f"flower did not start: {procs.tail(log)}")
-            interrupt.check()
-            time.sleep(0.1)
+                return False
+
+        try:
+            procs.wait_ready(self.process, answers, "flower", log, FLOWER_START_TIMEOUT_S, 0.1)
+        except BaseException:
+            self.stop()
+            raise
+        return self.address
 
     def stop(self) -> None:
         if self.process:

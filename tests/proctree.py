@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import subprocess
+from collections.abc import Iterable
+
 import psutil
 
 
@@ -19,7 +23,7 @@ def descendants(process: psutil.Process) -> list[psutil.Process]:
         return []
 
 
-def running(processes: list[psutil.Process]) -> list[psutil.Process]:
+def running(processes: Iterable[psutil.Process]) -> list[psutil.Process]:
     """Those still running: a zombie has exited, it only waits to be reaped."""
     alive = []
     for process in processes:
@@ -29,3 +33,19 @@ def running(processes: list[psutil.Process]) -> list[psutil.Process]:
         except psutil.NoSuchProcess:
             pass
     return alive
+
+
+def kill_all(
+    process: subprocess.Popen[str] | subprocess.Popen[bytes], seen: list[psutil.Process]
+) -> None:
+    """Leave nothing running, whatever a test saw fail: the processes seen, what is still
+    below `process` (a redis-server or worker sits in a session of its own, so each is
+    killed by its pid), then `process` itself."""
+    below = []
+    with contextlib.suppress(psutil.Error):  # gone already, once it has exited
+        below = descendants(psutil.Process(process.pid))
+    for child in [*seen, *below]:
+        with contextlib.suppress(psutil.Error):
+            child.kill()
+    process.kill()
+    process.wait()

@@ -7,7 +7,6 @@ own, and check that nothing it started outlives it.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
@@ -25,7 +24,7 @@ import pytest
 from consumers.celery_workers import CeleryWorkers
 from ladder import procs
 from ladder.stack import RedisServer
-from tests.proctree import cmdline, descendants, running
+from tests.proctree import cmdline, descendants, kill_all, running
 
 ROOT = Path(__file__).resolve().parents[1]
 LADDER = [sys.executable, "-m", "ladder.cli"]
@@ -256,10 +255,4 @@ def test_a_signal_stops_the_run_and_everything_it_started(
             _, alive = psutil.wait_procs(recorded, timeout=10)
             assert running(alive) == [], [cmdline(p) for p in alive]
         finally:
-            # Whatever happened above, leave nothing running: the redis-server and
-            # workers sit in sessions of their own, so each is killed by its pid.
-            for child in [*recorded, *descendants(ladder_process)]:
-                with contextlib.suppress(psutil.Error):
-                    child.kill()
-            process.kill()
-            process.wait()
+            kill_all(process, recorded)

@@ -26,6 +26,7 @@ from ladder.runner import run
 from ladder.settings import Settings
 from producers.broker_rung import BrokerRung
 from tasks.workloads import make_item
+from tests.proctree import running
 
 BROKER_RUNGS = [name for name, rung in RUNGS.items() if issubclass(rung, BrokerRung)]
 JSON_ONLY = {
@@ -109,18 +110,6 @@ def stack_processes() -> set[psutil.Process]:
     return found
 
 
-def running(processes: set[psutil.Process]) -> set[psutil.Process]:
-    """Those still running: a zombie has exited, it only waits to be reaped."""
-    alive = set()
-    for process in processes:
-        try:
-            if process.is_running() and process.status() != psutil.STATUS_ZOMBIE:
-                alive.add(process)
-        except psutil.NoSuchProcess:
-            pass
-    return alive
-
-
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("name", BROKER_RUNGS)
 def test_embedded_stack_runs_and_stops_everything(name: str) -> None:
@@ -141,7 +130,7 @@ def test_embedded_stack_runs_and_stops_everything(name: str) -> None:
             pids |= {process.pid for process in rung.stack.workers.processes}
         assert pids <= {process.pid for process in started}
     check_verified(rung, job, result, progress)
-    assert running(started) == set()
+    assert running(started) == []
     assert not workdir.exists()
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
@@ -15,7 +14,7 @@ from typing import TextIO
 import psutil
 import pytest
 
-from tests.proctree import cmdline, descendants, running
+from tests.proctree import cmdline, descendants, kill_all, running
 
 ROOT = Path(__file__).resolve().parents[1]
 LADDER = [sys.executable, "-m", "ladder.cli", "demo", "--quick"]
@@ -93,8 +92,4 @@ def test_a_signal_stops_everything_and_keeps_what_was_measured(
             _, alive = psutil.wait_procs(recorded, timeout=10)
             assert running(alive) == [], [cmdline(p) for p in alive]
         finally:
-            for child in [*recorded, *descendants(ladder_process)]:
-                with contextlib.suppress(psutil.Error):
-                    child.kill()
-            process.kill()
-            process.wait()
+            kill_all(process, recorded)
