@@ -1,6 +1,12 @@
 """Starts real `celery worker` processes, waits until each answers a ping, stops them.
 
 ladder -> N x `celery -A tasks worker -E --pool P -c C` -> broker
+
+Started workers are supervised, as systemd or Compose's `restart:` would: one that
+exits on its own is started again. A worker is meant to survive a broker outage, and
+most do; but kombu 5.7's Redis transport can crash one that is closing its connection
+after the broker went away (an AttributeError in Channel.close, which Celery does not
+catch), and such a worker would otherwise be gone for the rest of the run.
 """
 
 from __future__ import annotations
@@ -9,6 +15,7 @@ import os
 import secrets
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +27,7 @@ from ladder import interrupt, procs
 from ladder.errors import RunFailed
 
 START_TIMEOUT_S = 60.0
+SUPERVISE_EVERY_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -29,6 +37,7 @@ class Topology:
     instances: int
     pool: str = "solo"
     concurrency: int = 1
+    queue: str = "celery"  # the queue they serve: Celery's default
 
 
 def ping_workers(
@@ -68,13 +77,19 @@ class CeleryWorkers:
         self.workdir = workdir
         self.token = secrets.token_hex(3)
         self.processes: list[subprocess.Popen[bytes]] = []
+        self.restarts = 0
+        self.stopping = threading.Event()
+        self.supervisor: threading.Thread | None = None
 
     def names(self) -> list[str]:
         return [
             f"ladder{i}-{self.token}@{os.uname().nodename}" for i in range(self.topology.instances)
         ]
 
-    def start(self) -> None:
+    def log(self, index: int) -> Path:
+        return self.workdir / f"worker-{index}.log"
+
+    def spawn(self, index: int) -> subprocess.Popen[bytes]:
         # The URLs travel in the environment, never on a command line that ps shows.
         env = {
             **os.environ,
@@ -84,19 +99,32 @@ class CeleryWorkers:
         if self.visibility_timeout_s is not None:
             env["LADDER_VISIBILITY_TIMEOUT_S"] = str(self.visibility_timeout_s)
         t = self.topology
+        argv = [sys.executable, "-m", "celery", "-A", "tasks", "worker", "-E"]
+        argv += ["--pool", t.pool, "--concurrency", str(t.concurrency)]
+        argv += ["--hostname", self.names()[index], "--queues", t.queue]
+        # Mingle and gossip sync state between workers at start: not needed here, and
+        # they add seconds to every start.
+        argv += ["--without-mingle", "--without-gossip", "--loglevel", "WARNING"]
+        return procs.spawn(argv, self.log(index), env)
+
+    def start(self) -> None:
         try:
-            for index, name in enumerate(self.names()):
-                argv = [sys.executable, "-m", "celery", "-A", "tasks", "worker", "-E"]
-                argv += ["--pool", t.pool, "--concurrency", str(t.concurrency), "--hostname", name]
-                # Mingle and gossip sync state between workers at start: not needed here,
-                # and they add seconds to every start.
-                argv += ["--without-mingle", "--without-gossip", "--loglevel", "WARNING"]
-                log = self.workdir / f"worker-{index}.log"
-                self.processes.append(procs.spawn(argv, log, env))
+            for index in range(self.topology.instances):
+                self.processes.append(self.spawn(index))
             self.wait_until_ready()
         except BaseException:
             self.stop()
             raise
+        self.supervisor = threading.Thread(target=self.supervise, daemon=True)
+        self.supervisor.start()
+
+    def supervise(self) -> None:
+        """Start again, under the same name, a worker that exited on its own."""
+        while not self.stopping.wait(SUPERVISE_EVERY_S):
+            for index, process in enumerate(self.processes):
+                if process.poll() is not None and not self.stopping.is_set():
+                    self.processes[index] = self.spawn(index)
+                    self.restarts += 1
 
     def wait_until_ready(self) -> None:
         waiting = set(self.names())
@@ -104,13 +132,17 @@ class CeleryWorkers:
         while waiting:
             for index, process in enumerate(self.processes):
                 if process.poll() is not None:
-                    log = self.workdir / f"worker-{index}.log"
-                    raise RunFailed(f"a celery worker exited at start: {procs.tail(log)}")
+                    raise RunFailed(
+                        f"a celery worker exited at start: {procs.tail(self.log(index))}"
+                    )
             if time.monotonic() > deadline:
                 raise RunFailed(f"celery workers did not answer within {START_TIMEOUT_S:.0f} s")
             interrupt.check()
             waiting -= set(ping_workers(self.url, self.backend_url, timeout_s=0.5))
 
     def stop(self) -> None:
+        self.stopping.set()
+        if self.supervisor:
+            self.supervisor.join()
         procs.stop(*self.processes)
         self.processes = []

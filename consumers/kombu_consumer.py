@@ -11,51 +11,103 @@ from __future__ import annotations
 
 import logging
 import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from kombu.connection import Connection
 from kombu.simple import SimpleQueue
 
 from consumers.recorder import Recorder
-from ladder.broker import RunKeys, transport_options
+from consumers.transport import Transport
+from ladder.broker import OUTAGE_ERRORS, RunKeys, transport_options
 from ladder.jobs import PipelineJob
 from local_ipc.loops import sum_chunks
-from tasks.workloads import STOP, handle_item
+from tasks.workloads import STOP, check_item, handle_batch, unpack
 
 POLL_S = 1.0
+RECONNECT_S = 0.5
 log = logging.getLogger(__name__)
 
 
-def connect(url: str, visibility_timeout_s: float) -> Connection:
-    """A kombu connection to the broker that gives back what a dead consumer held."""
-    return Connection(url, transport_options=transport_options(visibility_timeout_s))
+def connect(url: str, visibility_timeout_s: float, name: str | None = None) -> Connection:
+    """A kombu connection to the broker that gives back what a dead consumer held;
+    `name` shows in Redis's CLIENT LIST."""
+    options: dict[str, Any] = {**transport_options(visibility_timeout_s), "client_name": name}
+    return Connection(url, transport=Transport, transport_options=options)
+
+
+@contextmanager
+def session(url: str, visibility_timeout_s: float, name: str) -> Iterator[Connection]:
+    """A connection closed on the way out, or just dropped when the broker is gone:
+    closing would talk to a broker that is not there."""
+    connection = connect(url, visibility_timeout_s, name)
+    closed_cleanly = False
+    try:
+        yield connection
+        closed_cleanly = True
+    finally:
+        if closed_cleanly:
+            connection.release()
+        else:
+            connection.collect()
 
 
 def consume(url: str, keys: RunKeys, job: PipelineJob, visibility_timeout_s: float) -> None:
-    """Handle items from the run's queue until the sentinel, or until the parent is gone."""
+    """Handle items from the run's queue until the sentinel, or until the parent is gone.
+
+    A broker outage (Redis restarting, say) drops the connection: the consumer makes a
+    new one and goes on. The item it held then is acknowledged on the old connection
+    or not at all; if not, it comes back after the visibility timeout and is handled
+    again, counted once.
+    """
     parent = os.getppid()
-    recorder = Recorder(url, name=f"ladder-kombu-consumer-{os.getpid()}")
-    with connect(url, visibility_timeout_s) as connection:
-        channel = connection.SimpleQueue(keys.items, serializer="json", accept=["json"])
-        while os.getppid() == parent:
-            try:
-                message = channel.get(timeout=POLL_S)
-            except channel.Empty:
-                continue
-            try:
-                item = message.payload
-                if item is STOP:
-                    message.ack()
+    name = f"ladder-kombu-consumer-{os.getpid()}"
+    recorder = Recorder(url, name=name)
+    while os.getppid() == parent:
+        try:
+            with session(url, visibility_timeout_s, name) as connection:
+                if serve(connection, recorder, keys, job, parent):
                     return
-                item_id, latency_s = handle_item(item, job.work_ms, job.work_kind)
-            except Exception as error:
-                # A message we cannot read (not JSON, not an item) is refused and
-                # logged; the consumer keeps serving.
-                log.warning("refused a message on %s: %s", keys.items, error)
-                message.reject()
-                continue
-            recorder.record(keys, item_id, latency_s)
-            message.ack()
+        except OUTAGE_ERRORS as error:
+            log.warning("lost the broker (%s); reconnecting", error)
+            time.sleep(RECONNECT_S)
+
+
+def serve(
+    connection: Connection, recorder: Recorder, keys: RunKeys, job: PipelineJob, parent: int
+) -> bool:
+    """Handle items until the sentinel (True) or until the parent is gone (False)."""
+    channel = connection.SimpleQueue(keys.items, serializer="json", accept=["json"])
+
+    def refuse(message: Any, error: Exception) -> None:
+        # Not JSON, or not allowed (pickle): refused here, not raised from get().
+        log.warning("refused a message on %s: %s", keys.items, error)
+        message.reject()
+
+    channel.consumer.on_decode_error = refuse
+    while os.getppid() == parent:
+        try:
+            message = channel.get(timeout=POLL_S)
+        except channel.Empty:
+            continue
+        try:
+            payload = message.payload
+            if payload is STOP:
+                message.ack()
+                return True
+            items = [check_item(item) for item in unpack(payload)]
+            handled = handle_batch(items, job.work_ms, job.work_kind)
+        except Exception as error:
+            # A message we cannot read (not JSON, not an item) is refused and
+            # logged; the consumer keeps serving.
+            log.warning("refused a message on %s: %s", keys.items, error)
+            message.reject()
+            continue
+        recorder.record_all(keys, handled)
+        message.ack()
+    return False
 
 
 class PayloadQueue:

@@ -9,31 +9,41 @@ handled list, and the extra delivery is counted apart, as a redelivery.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import redis
 
 from ladder.broker import RunKeys, client
 from ladder.results import Consumed
 
-# Count the delivery; only the first one of an id goes on the handled list. One round
-# trip, atomic, so two consumers racing on one redelivered id still record it once.
+# For each (id, latency) pair: count the delivery; only the first one of an id goes on
+# the handled list. One round trip for a whole batch, atomic, so two consumers racing
+# on one redelivered id still record it once.
 RECORD_ONCE = """
-local deliveries = redis.call('HINCRBY', KEYS[1], ARGV[1], 1)
-if deliveries == 1 then
-    redis.call('RPUSH', KEYS[2], ARGV[1] .. ' ' .. ARGV[2])
+for i = 1, #ARGV, 2 do
+    if redis.call('HINCRBY', KEYS[1], ARGV[i], 1) == 1 then
+        redis.call('RPUSH', KEYS[2], ARGV[i] .. ' ' .. ARGV[i + 1])
+    end
 end
-return deliveries
 """
 
 
 class Recorder:
     """Records "<id> <latency_s>" once per id, and how often each id was delivered."""
 
-    def __init__(self, url: str, name: str | None = None) -> None:
-        self.redis: redis.Redis = client(url, name)
+    def __init__(self, url: str, name: str | None = None, ride_out: bool = True) -> None:
+        # A consumer rides out a broker outage (its record waits for Redis to be back);
+        # the parent watching the run does not, so that it can tell of the outage.
+        self.redis: redis.Redis = client(url, name, ride_out)
         self.record_once = self.redis.register_script(RECORD_ONCE)
 
     def record(self, keys: RunKeys, item_id: int, latency_s: float) -> None:
         self.record_once(keys=[keys.deliveries, keys.handled], args=[item_id, f"{latency_s:.6f}"])
+
+    def record_all(self, keys: RunKeys, handled: Sequence[tuple[int, float]]) -> None:
+        """Record a batch of (id, latency_s) in one round trip."""
+        args = [arg for item_id, latency_s in handled for arg in (item_id, f"{latency_s:.6f}")]
+        self.record_once(keys=[keys.deliveries, keys.handled], args=args)
 
     def count(self, keys: RunKeys) -> int:
         """Distinct items handled so far."""

@@ -2,7 +2,10 @@
 
 Every case runs once per round and the rounds interleave, so that the noise of a
 shared machine falls on all cases alike; the throughput kept is the median, the min and
-max show the noise, and a ratio is the median of the per-round ratios.
+max show the noise, and a ratio is the median of the per-round ratios. Every run is
+watched by an RSS sampler: a case's peak is the largest any one of its processes reached.
+
+`--memory` runs memory_cases(): long pipelines, each against a bound on that peak.
 """
 
 from __future__ import annotations
@@ -13,15 +16,16 @@ import os
 import statistics
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from ladder import limits
 from ladder.jobs import Job, PipelineJob, SumJob
+from ladder.memory import Peak, PeakRss
 from ladder.registry import get_rung
 from ladder.results import RunResult, verify_sum
-from ladder.rung import Rung
+from ladder.rung import Progress, Rung, no_progress
 from ladder.runner import open_rung, run
 from ladder.settings import Settings
 from ladder.stack import Stack
@@ -45,6 +49,19 @@ class Goal:
 
 
 @dataclass(frozen=True)
+class MemoryGoal:
+    """The most resident memory (RSS) any one process of a case may reach, in MB."""
+
+    max_mb: float
+
+    def met(self, peak_mb: float) -> bool:
+        return peak_mb <= self.max_mb
+
+    def __str__(self) -> str:
+        return f"<= {self.max_mb:g} MB per process"
+
+
+@dataclass(frozen=True)
 class Case:
     """One rung on one job; `limit` names the case its throughput is divided by.
 
@@ -57,9 +74,11 @@ class Case:
     rung: str
     job: Job
     limit: str | None = None
-    goal: Goal | None = None
+    goal: Goal | MemoryGoal | None = None
     raw: Callable[[Job], RunResult] | None = None
     raw_on_broker: Callable[[str, Job], RunResult] | None = None
+    # Not run again: the runs of the case of that name, read against another limit.
+    runs_of: str | None = None
 
     @property
     def on_broker(self) -> bool:
@@ -89,6 +108,12 @@ def cases(quick: bool = False) -> list[Case]:
     # so that a rung's ratio to its transport's limit is what the rung's own logic costs.
     local = PipelineJob(items=20_000, producers=1, consumers=1, payload_bytes=16)
     remote = PipelineJob(items=500 if quick else 2_000, producers=1, consumers=1, payload_bytes=16)
+    # Celery's worker topology: one worker instance per consumer (each main process
+    # feeds its own slots), against the bare default of one instance with 2 children.
+    remote_celery = replace(remote, consumers=2)
+    # 100 items per message: as many messages as above, a hundred times the items.
+    batched_local = replace(local, items=local.items * 10, batch=100)
+    batched_remote = replace(remote, items=remote.items * 10, batch=100)
     return [
         Case("serial sum", "serial", total),
         # Not a rung: how much faster than serial this machine's cores are right now.
@@ -119,16 +144,72 @@ def cases(quick: bool = False) -> list[Case]:
         Case("threads pipeline", "threads", local, "raw queue.Queue", Goal(0.5)),
         Case("processes pipeline", "processes", local, "raw multiprocessing.Queue", Goal(0.5)),
         Case("kombu pipeline", "kombu", remote, "raw kombu put/get", Goal(0.9)),
-        # Issue 7's goal for celery is 0.9 of a bare Celery no-op task, not measured here
-        # yet; against one Redis round trip per item it has no goal, only a ratio.
-        Case("celery pipeline", "celery", remote, "raw redis push/pop"),
+        Case("raw celery no-op", "raw", remote_celery, raw_on_broker=limits.celery_noop),
+        Case("celery pipeline", "celery", remote_celery, "raw celery no-op", Goal(0.9)),
+        Case("celery sum", "celery", total, "serial sum", Goal(1.6)),
+        # Batching: each ratio is against the same rung one item per message.
+        Case(
+            "processes pipeline batch 100",
+            "processes",
+            batched_local,
+            "processes pipeline",
+            Goal(10),
+        ),
+        Case("kombu pipeline batch 100", "kombu", batched_remote, "kombu pipeline", Goal(30)),
+        Case(
+            "celery pipeline batch 100",
+            "celery",
+            replace(batched_remote, consumers=2),
+            "celery pipeline",
+            Goal(30),
+        ),
+        # The same runs against what Redis itself does with 100 commands per round trip.
+        Case(
+            "kombu batch 100 vs redis",
+            "kombu",
+            batched_remote,
+            "raw redis pipelined x100",
+            Goal(0.4),
+            runs_of="kombu pipeline batch 100",
+        ),
+        Case(
+            "celery batch 100 vs redis",
+            "celery",
+            replace(batched_remote, consumers=2),
+            "raw redis pipelined x100",
+            Goal(0.4),
+            runs_of="celery pipeline batch 100",
+        ),
     ]
+
+
+# Issue "Nothing lost": a long pipeline keeps every process under this, however many
+# items pass, because every queue is bounded.
+MEMORY_GOAL = MemoryGoal(300)
+LOCAL_MEMORY_ITEMS = 1_000_000
+BROKER_MEMORY_ITEMS = 200_000
+
+
+def memory_cases() -> list[Case]:
+    """One long pipeline per rung (small items, no work, the default queue bound),
+    each with its peak RSS against MEMORY_GOAL. The pools move one future per item and
+    the broker rungs one message, a few hundred to a few thousand a second on 2 cores:
+    process-pool and celery take minutes each."""
+    local_rungs = ("serial", "threads", "processes", "asyncio", "thread-pool", "process-pool")
+    selected = []
+    for rung in (*local_rungs, "kombu", "celery"):
+        on_broker = issubclass(get_rung(rung), BrokerRung)
+        items = BROKER_MEMORY_ITEMS if on_broker else LOCAL_MEMORY_ITEMS
+        job = PipelineJob(items=items)
+        selected.append(Case(f"{rung} pipeline {items:,} items", rung, job, goal=MEMORY_GOAL))
+    return selected
 
 
 @dataclass
 class Measured:
     case: Case
     runs: list[RunResult]
+    peaks: list[Peak] = field(default_factory=list)
 
     @property
     def throughput(self) -> float:
@@ -138,13 +219,26 @@ class Measured:
     def verified(self) -> bool:
         return all(r.verified for r in self.runs)
 
+    @property
+    def peak(self) -> Peak | None:
+        """The largest per-process peak over the rounds."""
+        return max(self.peaks, key=lambda p: p.process_mb) if self.peaks else None
+
 
 def measure(
-    selected: Sequence[Case], repeat: int, settings: Settings, tick: Callable[[str], None]
+    selected: Sequence[Case],
+    repeat: int,
+    settings: Settings,
+    tick: Callable[[str], None],
+    progress: Progress = no_progress,
 ) -> list[Measured]:
     """Every case `repeat` times, rounds interleaved. One broker stack (a private Redis,
     unless settings name a broker) and one instance of each rung serve every round, so
-    that no run pays for starting them."""
+    that no run pays for starting them. tick(name) is called as each case starts, and
+    progress(n) as a rung's run moves n more items or numbers.
+
+    The RSS of every run is sampled over the processes that are the case's own
+    (run_sessions)."""
     measured = [Measured(case, []) for case in selected]
     with contextlib.ExitStack() as opened:
         stack = (
@@ -159,18 +253,48 @@ def measure(
 
         for _ in range(repeat):
             for entry in measured:
+                if entry.case.runs_of:
+                    continue
                 tick(entry.case.name)
-                entry.runs.append(run_case(entry.case, rung, stack))
+                with PeakRss(sessions=run_sessions(entry.case, stack)) as rss:
+                    entry.runs.append(run_case(entry.case, rung, stack, progress))
+                entry.peaks.append(rss.peak())
+    by_name = {entry.case.name: entry for entry in measured}
+    for entry in measured:
+        if entry.case.runs_of:
+            entry.runs, entry.peaks = by_name[entry.case.runs_of].runs, []
     return measured
 
 
-def run_case(case: Case, rung: Callable[[str], Rung], stack: Stack | None) -> RunResult:
+def run_sessions(case: Case, stack: Stack | None) -> Callable[[], list[int]]:
+    """The sessions whose processes are a case's, besides this process's own (where its
+    producers and consumers run): a broker case's redis-server, and the celery rung's
+    workers with their pools. The stack starts each in a session of its own, whose id is
+    its pid. A broker given by URL runs elsewhere and is not counted."""
+
+    def sessions() -> list[int]:
+        if stack is None or not case.on_broker:
+            return []
+        pids = [stack.redis.process.pid] if stack.redis and stack.redis.process else []
+        if case.rung == "celery" and stack.workers:
+            pids += [worker.pid for worker in stack.workers.processes]
+        return pids
+
+    return sessions
+
+
+def run_case(
+    case: Case,
+    rung: Callable[[str], Rung],
+    stack: Stack | None,
+    progress: Progress = no_progress,
+) -> RunResult:
     if case.raw:
         return case.raw(case.job)
     if case.raw_on_broker:
         assert stack is not None, "measure opens a stack for every broker case"
         return case.raw_on_broker(stack.url, case.job)
-    return run(rung(case.rung), case.job)
+    return run(rung(case.rung), case.job, progress)
 
 
 def rows(measured: Sequence[Measured]) -> list[dict[str, Any]]:
@@ -190,6 +314,11 @@ def rows(measured: Sequence[Measured]) -> list[dict[str, Any]]:
             else None
         )
         goal = m.case.goal
+        peak = m.peak
+        if isinstance(goal, MemoryGoal):
+            met = goal.met(peak.process_mb) if peak else None
+        else:
+            met = goal.met(ratio) if goal and ratio is not None else None
         latencies = [r.latency_ms["p50"] for r in m.runs if r.latency_ms]
         out.append(
             {
@@ -203,16 +332,31 @@ def rows(measured: Sequence[Measured]) -> list[dict[str, Any]]:
                 "unit": m.case.job.unit,
                 "repeat": len(m.runs),
                 "verified": m.verified,
+                "lost": sum(r.lost for r in m.runs),
                 "limit_name": m.case.limit,
                 "limit_throughput": limit.throughput if limit else None,
                 "ratio": ratio,
                 "goal": str(goal) if goal else None,
-                "met": goal.met(ratio) if goal and ratio is not None else None,
-                "peak_rss_mb": None,
+                "met": met,
+                "peak_rss_mb": round(peak.process_mb, 1) if peak else None,
+                "peak_rss_process": peak.process if peak else None,
+                "peak_rss_total_mb": (
+                    round(max(p.total_mb for p in m.peaks), 1) if m.peaks else None
+                ),
+                "peak_rss_by_process": peaks_by_name(m.peaks),
                 "latency_ms": {"p50": statistics.median(latencies)} if latencies else None,
             }
         )
     return out
+
+
+def peaks_by_name(peaks: Sequence[Peak]) -> dict[str, float]:
+    """The largest peak of each kind of process over the rounds, largest first, in MB."""
+    merged: dict[str, float] = {}
+    for peak in peaks:
+        for name, mb in peak.by_name.items():
+            merged[name] = max(merged.get(name, 0.0), mb)
+    return {name: round(mb, 1) for name, mb in sorted(merged.items(), key=lambda kv: -kv[1])}
 
 
 def write(table: list[dict[str, Any]], folder: Path) -> Path:

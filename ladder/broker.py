@@ -8,15 +8,31 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import redis
+from kombu.exceptions import OperationalError
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
 
 from ladder.errors import BadInput, RunFailed
 
 PREFIX = "ladder:"
 SCHEMES = ("redis", "rediss")
 CONNECT_TIMEOUT_S = 3.0
+
+# What a broker that is down, restarting or still loading its data raises: to redis-py
+# (BusyLoadingError is a ConnectionError), to kombu, and to the socket underneath.
+OUTAGE_ERRORS: tuple[type[Exception], ...] = (
+    redis.ConnectionError,
+    redis.TimeoutError,
+    OperationalError,
+    ConnectionError,
+)
+# How long a client made to ride out outages keeps retrying one command before it gives
+# up: long enough for a Redis restart, which reloads its append-only file.
+RIDE_OUT_S = 60.0
 
 
 def mask_url(url: str) -> str:
@@ -68,15 +84,26 @@ def transport_options(visibility_timeout_s: float) -> dict[str, float]:
     }
 
 
-def client(url: str, name: str | None = None) -> redis.Redis:
+def client(url: str, name: str | None = None, ride_out: bool = False) -> redis.Redis:
     """A Redis client that fails fast instead of hanging on a dead broker; `name` shows
-    in Redis's CLIENT LIST, to tell who is connected."""
+    in Redis's CLIENT LIST, to tell who is connected.
+
+    With ride_out, a command that meets a broker outage is retried (backing off to one
+    try a second) for up to RIDE_OUT_S: a worker recording an item waits for a
+    restarting Redis rather than failing the item.
+    """
+    options: dict[str, Any] = {}
+    if ride_out:
+        # Backing off 0.05, 0.1, ... then 1 s a try: RIDE_OUT_S tries last about as long.
+        options["retry"] = Retry(ExponentialBackoff(cap=1.0, base=0.05), int(RIDE_OUT_S))
+        options["retry_on_error"] = [redis.ConnectionError, redis.TimeoutError]
     return redis.Redis.from_url(
         url,
         client_name=name,
         socket_connect_timeout=CONNECT_TIMEOUT_S,
         health_check_interval=30,
         decode_responses=True,
+        **options,
     )
 
 

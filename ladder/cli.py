@@ -25,7 +25,7 @@ from ladder.demo import Row, run_demo
 from ladder.demo import write as write_demo
 from ladder.errors import BadInput, LadderError
 from ladder.findings import findings
-from ladder.jobs import Job, PipelineJob, SumJob
+from ladder.jobs import TICKET_LOCKS, Job, PipelineJob, SumJob, TicketsJob
 from ladder.registry import RUNGS, WORKLOADS, get_rung
 from ladder.report import bench_table, comparison_table, fmt_rate, print_result, to_json
 from ladder.results import RunResult
@@ -33,6 +33,10 @@ from ladder.rung import Progress as Advance
 from ladder.runner import open_rung, run
 from ladder.settings import Settings
 from ladder.stack import FLOWER_PORT, Stack
+from local_ipc import deadlock
+from producers.broker_rung import BrokerRung
+from servers import HOST, MODELS, PORT
+from servers.protocol import port_number
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143  # 128 + SIGINT, 128 + SIGTERM
@@ -45,8 +49,14 @@ examples:
   ladder run --rung processes --workload pipeline --items 100000 --end join --json
   ladder run --rung celery --workload sum --n 20000000 --chunks 16
   ladder run --rung kombu --workload pipeline --broker redis://:secret@127.0.0.1:6380/0
+  ladder run --rung threads --workload tickets --tickets 100 --buyers 200 --unsafe
+  ladder run --rung celery --workload tickets --lock redis-lock
+  ladder deadlock
   ladder demo --quick
   ladder bench
+  ladder serve --model asyncio --port 8765
+  ladder load --port 8765 --connections 50 --messages 200
+  ladder load --compare --connections 1,50,500
 """
 
 
@@ -123,6 +133,9 @@ def build_parser() -> Parser:
         "--flower-port", type=whole, default=FLOWER_PORT, help="(default %(default)s)"
     )
     demo.add_argument("--no-flower", action="store_true", help="do not start Flower")
+    demo.add_argument(
+        "--no-servers", action="store_true", help="leave out the TCP servers' comparison"
+    )
     add_shared_options(demo)
 
     bench = commands.add_parser(
@@ -131,8 +144,79 @@ def build_parser() -> Parser:
     bench.add_argument("--quick", action="store_true", help="smaller sizes, fewer rounds")
     bench.add_argument("--repeat", type=whole, default=None, help="rounds (default 7, quick 3)")
     bench.add_argument("--out", type=Path, default=Path("results"), help="folder for bench.json")
+    bench.add_argument(
+        "--memory",
+        action="store_true",
+        help="long pipelines, for their peak RSS against 300 MB per process: 1,000,000 "
+        "items on each local rung, 200,000 on kombu and celery; one round by default, "
+        "5 to 15 minutes on 2 cores (celery alone 3 to 8)",
+    )
     add_shared_options(bench)
+
+    locks = commands.add_parser(
+        "deadlock", help="two threads, two locks: a deadlock caught by a timeout, and its fixes"
+    )
+    locks.add_argument(
+        "--timeout-s",
+        type=number,
+        default=deadlock.TIMEOUT_S,
+        help="how long a thread waits for a lock before giving up (default %(default)s)",
+    )
+    locks.add_argument("--json", action="store_true", help="print one JSON list, nothing else")
+    add_server_commands(commands)
     return parser
+
+
+def add_server_commands(commands: argparse._SubParsersAction[Parser]) -> None:
+    serve = commands.add_parser("serve", help="a TCP server that upper-cases lines, in one model")
+    serve.add_argument("--model", required=True, choices=MODELS, help=", ".join(MODELS))
+    serve.add_argument("--host", default=HOST, help="(default %(default)s)")
+    serve.add_argument(
+        "--port", type=port_number, default=PORT, help="0 picks a free one (default %(default)s)"
+    )
+
+    load = commands.add_parser(
+        "load", help="K connections sending M lines each to a server, every reply checked"
+    )
+    load.add_argument("--host", default=HOST, help="(default %(default)s)")
+    load.add_argument("--port", type=port_number, default=PORT, help="(default %(default)s)")
+    load.add_argument(
+        "--connections",
+        type=counts,
+        default=None,
+        metavar="K",
+        help="K, or several such as 1,50,500 (default 50; with --compare 1,50,500)",
+    )
+    load.add_argument(
+        "--messages",
+        type=whole,
+        default=None,
+        metavar="M",
+        help="per connection (default: 50,000 in all)",
+    )
+    load.add_argument(
+        "--compare",
+        action="store_true",
+        help="start each model's server on a free port, load it at every K, and compare",
+    )
+    load.add_argument(
+        "--models", type=model_list, default=list(MODELS), help="with --compare: a subset"
+    )
+    load.add_argument("--json", action="store_true", help="print JSON, nothing else")
+
+
+def counts(text: str) -> list[int]:
+    return [whole(part) for part in text.split(",") if part.strip()]
+
+
+def model_list(text: str) -> list[str]:
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    for name in names:
+        if name not in MODELS:
+            raise argparse.ArgumentTypeError(
+                f"unknown model {name!r}; choose one of: {', '.join(MODELS)}"
+            )
+    return names
 
 
 def add_job_options(parser: argparse.ArgumentParser) -> None:
@@ -143,7 +227,10 @@ def add_job_options(parser: argparse.ArgumentParser) -> None:
         "--chunks", type=whole, default=defaults_sum.chunks, help="ranges to split 1..N into"
     )
     g.add_argument(
-        "--workers", type=whole, default=os.cpu_count() or 1, help="workers (default: cores)"
+        "--workers",
+        type=whole,
+        default=None,
+        help="workers (default: cores; tickets: buyers at once, default 8)",
     )
     g = parser.add_argument_group("pipeline")
     g.add_argument(
@@ -176,6 +263,31 @@ def add_job_options(parser: argparse.ArgumentParser) -> None:
         default=defaults_pipe.end,
         help="end of stream: a sentinel per consumer, or JoinableQueue.join",
     )
+    g.add_argument(
+        "--batch",
+        type=whole,
+        default=defaults_pipe.batch,
+        help="items per message (threads, processes, kombu, celery; default %(default)s)",
+    )
+    defaults_tickets = TicketsJob()
+    g = parser.add_argument_group("tickets")
+    g.add_argument("--tickets", type=whole, default=defaults_tickets.tickets, help="for sale")
+    g.add_argument("--buyers", type=whole, default=defaults_tickets.buyers, help="racing for them")
+    g.add_argument(
+        "--gap-ms",
+        type=number,
+        default=defaults_tickets.gap_ms,
+        help="a buyer's wait between checking the count and buying (default %(default)s)",
+    )
+    g.add_argument(
+        "--unsafe", action="store_true", help="the naive read-modify-write: shows the oversell"
+    )
+    g.add_argument(
+        "--lock",
+        choices=TICKET_LOCKS,
+        default=None,
+        help="kombu and celery: one atomic Lua script (default), or a Redis lock with a timeout",
+    )
 
 
 def add_shared_options(parser: argparse.ArgumentParser) -> None:
@@ -189,7 +301,11 @@ def make_job(workload: str, args: argparse.Namespace) -> Job:
     """The job asked for; every option is checked, the other workload's included."""
     try:
         jobs: dict[str, Job] = {
-            "sum": SumJob(n=args.n, chunks=args.chunks, workers=args.workers),
+            "sum": SumJob(
+                n=args.n,
+                chunks=args.chunks,
+                workers=os.cpu_count() or 1 if args.workers is None else args.workers,
+            ),
             "pipeline": PipelineJob(
                 items=args.items,
                 producers=args.producers,
@@ -200,6 +316,15 @@ def make_job(workload: str, args: argparse.Namespace) -> Job:
                 produce_ms=args.produce_ms,
                 queue_size=args.queue_size,
                 end=args.end,
+                batch=args.batch,
+            ),
+            "tickets": TicketsJob(
+                tickets=args.tickets,
+                buyers=args.buyers,
+                gap_ms=args.gap_ms,
+                unsafe=args.unsafe,
+                lock=args.lock or TicketsJob.lock,
+                **({} if args.workers is None else {"workers": args.workers}),
             ),
         }
     except BadInput as error:
@@ -240,8 +365,24 @@ def cmd_rungs(args: argparse.Namespace, out: Console) -> int:
     return EXIT_OK
 
 
+def check_lock(args: argparse.Namespace) -> None:
+    """--lock picks how the broker rungs guard their Redis store: refused where it would
+    silently mean nothing."""
+    if args.lock is None or args.workload != "tickets":
+        return
+    if args.unsafe:
+        raise BadInput("--lock guards a safe run: drop --unsafe or --lock")
+    if not issubclass(get_rung(args.rung), BrokerRung):
+        broker_rungs = ", ".join(n for n, r in RUNGS.items() if issubclass(r, BrokerRung))
+        raise BadInput(
+            f"--lock applies to the broker rungs ({broker_rungs}); "
+            f"the {args.rung} rung guards its store with a lock of its own"
+        )
+
+
 def cmd_run(args: argparse.Namespace, out: Console) -> int:
     job = make_job(args.workload, args)
+    check_lock(args)
     settings = Settings.load(broker=args.broker)
     err = Console(stderr=True)
     show = err.is_terminal and not args.json
@@ -325,24 +466,64 @@ def cmd_demo(args: argparse.Namespace, out: Console) -> int:
                 )
     finally:
         report()  # also when interrupted: what was measured is kept
-    return EXIT_OK if rows and all(r.result.verified for r in rows) else EXIT_FAILED
+    verified = bool(rows) and all(r.result.verified for r in rows)
+    if not args.no_servers and not demo_servers(args, out, err):
+        verified = False
+    return EXIT_OK if verified else EXIT_FAILED
+
+
+# Requests per server and K in the demo's short servers section.
+DEMO_REQUESTS, DEMO_REQUESTS_QUICK = 20_000, 5_000
+
+
+def demo_servers(args: argparse.Namespace, out: Console, err: Console) -> bool:
+    """The demo's last section: the upper-case TCP server in each concurrency model,
+    loaded at K = 1, 50 and 500 connections. True when every reply was right."""
+    from servers.compare import compare, findings, progress_line, table
+
+    if not args.json:
+        err.print("servers: each concurrency model under 1, 50 and 500 connections")
+    rows = compare(
+        requests=DEMO_REQUESTS_QUICK if args.quick else DEMO_REQUESTS,
+        on_row=lambda row: None if args.json else err.print(progress_line(row)),
+    )
+    path = args.out / "servers.json"
+    path.write_text(
+        json.dumps([{"model": r.model, **r.load.to_dict()} for r in rows], indent=2) + "\n"
+    )
+    if not args.json:
+        out.print(table(rows))
+        for sentence in findings(rows):
+            out.print(f"- {sentence}")
+        out.print(f"written: {path}")
+    return all(row.load.ok for row in rows)
 
 
 def cmd_bench(args: argparse.Namespace, out: Console) -> int:
-    repeat = args.repeat or (3 if args.quick else 7)
+    repeat = args.repeat or (1 if args.memory else 3 if args.quick else 7)
     if repeat < 1:
         raise BadInput(f"--repeat must be at least 1 (got {repeat})")
     writable_folder(args.out)
-    selected = bench.cases(args.quick)
+    selected = bench.memory_cases() if args.memory else bench.cases(args.quick)
     err = Console(stderr=True)
-    with progress_bar(
-        err, "bench", repeat * len(selected), enabled=err.is_terminal and not args.json
-    ) as advance:
+    show = err.is_terminal and not args.json
+    # Long runs: --memory counts items, and names each case as it starts.
+    steps = sum(c.job.size for c in selected) if args.memory else len(selected)
+    with progress_bar(err, "bench", repeat * steps, enabled=show) as advance:
 
         def tick(name: str) -> None:
-            advance(1)
+            if not args.memory:
+                advance(1)
+            elif show:
+                err.print(f"  {name}")
 
-        measured = bench.measure(selected, repeat, Settings.load(broker=args.broker), tick)
+        measured = bench.measure(
+            selected,
+            repeat,
+            Settings.load(broker=args.broker),
+            tick,
+            advance if args.memory else lambda n: None,
+        )
     table = bench.rows(measured)
     path = bench.write(table, args.out)
     if args.json:
@@ -353,6 +534,39 @@ def cmd_bench(args: argparse.Namespace, out: Console) -> int:
     return EXIT_OK if all(row["verified"] for row in table) else EXIT_FAILED
 
 
+def cmd_serve(args: argparse.Namespace, out: Console) -> int:
+    # The server replaces this process: gevent's model must patch the standard library
+    # before anything imports socket, and a signal then reaches the server itself.
+    argv = ["-m", MODELS[args.model], "--host", args.host, "--port", str(args.port)]
+    sys.stdout.flush()
+    os.execv(sys.executable, [sys.executable, *argv])
+
+
+def cmd_load(args: argparse.Namespace, out: Console) -> int:
+    # asyncio and the client are imported only for this command.
+    from servers import compare
+    from servers.load import check, messages_for, run_load
+
+    if args.compare:
+        err = Console(stderr=True)
+        rows = compare.compare(
+            args.models,
+            args.connections or compare.CONNECTIONS,
+            args.messages,
+            on_row=lambda row: None if args.json else err.print(compare.progress_line(row)),
+        )
+        compare.report(rows, args.json, out)
+        return EXIT_OK if all(row.load.ok for row in rows) else EXIT_FAILED
+    connections = args.connections or [50]
+    for k in connections:
+        check(k, messages_for(k, args.messages))
+    results = [
+        run_load(args.host, args.port, k, messages_for(k, args.messages)) for k in connections
+    ]
+    compare.report_load(results, args.json, out)
+    return EXIT_OK if all(result.ok for result in results) else EXIT_FAILED
+
+
 def emit(result: RunResult, as_json: bool, out: Console) -> None:
     if as_json:
         print(to_json(result))
@@ -360,11 +574,37 @@ def emit(result: RunResult, as_json: bool, out: Console) -> None:
         print_result(result, out)
 
 
+def cmd_deadlock(args: argparse.Namespace, out: Console) -> int:
+    if not 0 < args.timeout_s <= 60:
+        raise BadInput(f"--timeout-s must be between 0 and 60 (got {args.timeout_s:g})")
+    outcomes = deadlock.demo(args.timeout_s)
+    if args.json:
+        print(json.dumps([outcome.to_dict() for outcome in outcomes]))
+    else:
+        table = Table(
+            "case",
+            "deadlocked",
+            "what happened",
+            title="Two locks, two threads",
+            title_justify="left",
+        )
+        for outcome in outcomes:
+            mark = "yes" if outcome.deadlocked else "no"
+            if not outcome.as_meant:
+                mark = f"[red]{mark} (unexpected)[/red]"
+            table.add_row(outcome.case, mark, outcome.detail)
+        out.print(table)
+    return EXIT_OK if all(outcome.as_meant for outcome in outcomes) else EXIT_FAILED
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace, Console], int]] = {
     "rungs": cmd_rungs,
     "run": cmd_run,
     "demo": cmd_demo,
     "bench": cmd_bench,
+    "deadlock": cmd_deadlock,
+    "serve": cmd_serve,
+    "load": cmd_load,
 }
 
 

@@ -1,6 +1,7 @@
-"""`ladder demo`: every rung on three workloads, one broker stack for all, one table.
+"""`ladder demo`: every rung on four workloads, one broker stack for all, one table.
 
 sum (CPU-bound) | pipeline with work-ms (I/O-bound) | pipeline, no work (messages)
+| the same, 100 items per message (on the rungs that batch)
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ class Workload:
 
     label: str
     job: Job
+    # The rungs it runs on; None for every rung.
+    only: tuple[str, ...] | None = None
 
 
 def workloads(quick: bool) -> list[Workload]:
@@ -45,6 +48,11 @@ def workloads(quick: bool) -> list[Workload]:
         Workload(
             "pipeline, no work",
             PipelineJob(items=2_000 if quick else 20_000, producers=2, consumers=2),
+        ),
+        Workload(
+            "pipeline, no work, 100 per message",
+            PipelineJob(items=10_000 if quick else 100_000, producers=2, consumers=2, batch=100),
+            only=tuple(name for name, rung in RUNGS.items() if rung.batches),
         ),
     ]
 
@@ -78,6 +86,8 @@ def run_demo(
             announce(stack)
         for workload in workloads(quick):
             for name in rungs:
+                if workload.only is not None and name not in workload.only:
+                    continue
                 try:
                     label = f"{workload.label} on {name}"
                     with (

@@ -15,7 +15,7 @@ from ladder.results import RunResult
 from producers.broker_rung import BrokerRung
 
 # The demo's workloads, by the labels its rows carry.
-SUM, IO_PIPELINE, NO_WORK = (workload.label for workload in workloads(quick=True))
+SUM, IO_PIPELINE, NO_WORK, BATCHED = (workload.label for workload in workloads(quick=True))
 BROKER_RUNGS = tuple(name for name, rung in RUNGS.items() if issubclass(rung, BrokerRung))
 # Below this speedup on the sum, threads gained nothing beyond what the GIL allows.
 GIL_BOUND = 1.2
@@ -159,6 +159,36 @@ def message_cost(runs: Measured) -> str | None:
     return sentence + "."
 
 
+def batching(runs: Measured) -> str | None:
+    """What moving many items per message gained, and how the broker rungs then compare."""
+    gains = {
+        r: runs[BATCHED, r].throughput / runs[NO_WORK, r].throughput
+        for r in CHANNELS
+        if (BATCHED, r) in runs and (NO_WORK, r) in runs
+    }
+    if not gains:
+        return None
+    first = runs[BATCHED, next(iter(gains))]
+    moved = joined(
+        [
+            f"{r} moved {short_rate(runs[BATCHED, r].throughput, first.unit)} "
+            f"({times(x)} its rate one item per message)"
+            for r, x in gains.items()
+        ]
+    )
+    sentence = f"With {first.params['batch']} items per message, {moved}"
+    brokers = [r for r in BROKER_RUNGS if r in gains]
+    if brokers and (NO_WORK, "processes") in runs:
+        best = max(brokers, key=lambda r: runs[BATCHED, r].throughput)
+        ratio = runs[BATCHED, best].throughput / runs[NO_WORK, "processes"].throughput
+        side = "more than" if ratio > 1 else f"{ratio:.0%} of"
+        sentence += (
+            f": batched, {best} moves {side} what the processes rung moves one item per "
+            "message, as one round trip to the broker now carries many items"
+        )
+    return sentence + "."
+
+
 def brokers_on_io(runs: Measured) -> list[str]:
     """How far the broker rungs got with real work per item, and when their overhead fades."""
     brokers = [r for r in BROKER_RUNGS if (IO_PIPELINE, r) in runs]
@@ -198,5 +228,6 @@ def findings(rows: Sequence[Row], cores: int) -> list[str]:
         processes_on_sum(runs, cores),
         overlap_on_io(runs),
         message_cost(runs),
+        batching(runs),
     ]
     return [s for s in sentences if s is not None] + brokers_on_io(runs)

@@ -19,6 +19,7 @@ MAX_ITEMS = 100_000_000
 MAX_PAYLOAD_BYTES = 10_000_000
 MAX_WORK_MS = 60_000.0
 MAX_QUEUE_SIZE = 1_000_000
+MAX_BATCH = 100_000
 
 
 def check_int(name: str, value: object, low: int, high: int) -> None:
@@ -98,6 +99,9 @@ class PipelineJob:
     produce_ms: float = 0.0
     queue_size: int = 1_000
     end: EndOfStream = "sentinel"
+    # Items per message: above 1, producers send lists of up to `batch` items, and
+    # queue_size then counts messages, not items.
+    batch: int = 1
 
     def __post_init__(self) -> None:
         check_int("items", self.items, 1, MAX_ITEMS)
@@ -109,6 +113,7 @@ class PipelineJob:
         check_number("produce_ms", self.produce_ms, 0, MAX_WORK_MS)
         check_int("queue_size", self.queue_size, 1, MAX_QUEUE_SIZE)
         check_choice("end", self.end, ("sentinel", "join"))
+        check_int("batch", self.batch, 1, MAX_BATCH)
 
     @property
     def size(self) -> int:
@@ -132,4 +137,64 @@ class PipelineJob:
         return asdict(self)
 
 
-Job = SumJob | PipelineJob
+TicketLock = Literal["atomic", "redis-lock"]
+TICKET_LOCKS: tuple[TicketLock, ...] = ("atomic", "redis-lock")
+MAX_TICKETS = 100_000_000
+MAX_BUYERS = 10_000_000
+MAX_GAP_MS = 60_000.0
+
+
+@dataclass(frozen=True)
+class TicketsJob:
+    """`buyers` race for `tickets`, `workers` of them at once; each checks the count,
+    waits `gap_ms` (the gap a real request has), then buys.
+
+    `unsafe` buys with the naive read-modify-write, to show the race; `lock` is how the
+    broker rungs guard their Redis store otherwise: one atomic script, or a Redis lock.
+    """
+
+    workload: ClassVar[str] = "tickets"
+    unit: ClassVar[str] = "tickets/s"
+
+    tickets: int = 100
+    buyers: int = 200
+    workers: int = 8
+    gap_ms: float = 2.0
+    unsafe: bool = False
+    lock: TicketLock = "atomic"
+
+    def __post_init__(self) -> None:
+        check_int("tickets", self.tickets, 0, MAX_TICKETS)
+        check_int("buyers", self.buyers, 1, MAX_BUYERS)
+        check_int("workers", self.workers, 1, MAX_WORKERS)
+        check_number("gap_ms", self.gap_ms, 0, MAX_GAP_MS)
+        if not isinstance(self.unsafe, bool):
+            raise BadInput(f"unsafe must be true or false (got {self.unsafe!r})")
+        check_choice("lock", self.lock, TICKET_LOCKS)
+
+    @property
+    def size(self) -> int:
+        """Buyers answered, yes or no: what the progress bar counts."""
+        return self.buyers
+
+    @property
+    def expected(self) -> int:
+        """What a safe run sells: every ticket, or one per buyer if they run out first."""
+        return min(self.tickets, self.buyers)
+
+    @property
+    def mode(self) -> str:
+        """How a buyer over the broker buys: unsafe, atomic or redis-lock."""
+        return "unsafe" if self.unsafe else self.lock
+
+    def share(self, worker: int) -> range:
+        """The buyer ids worker number `worker` serves: an even split of 0..buyers-1."""
+        start = self.buyers * worker // self.workers
+        stop = self.buyers * (worker + 1) // self.workers
+        return range(start, stop)
+
+    def params(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+Job = SumJob | PipelineJob | TicketsJob

@@ -14,19 +14,26 @@ from __future__ import annotations
 
 import json
 import queue
+import tempfile
 import threading
 import time
 from collections.abc import Callable
 from multiprocessing.connection import Connection as PipeEnd
+from pathlib import Path
 from typing import Any
 
+from celery import Celery
+
+from consumers.celery_workers import CeleryWorkers, Topology
 from consumers.kombu_consumer import connect
+from ladder import interrupt
 from ladder.broker import RunKeys, client
 from ladder.jobs import Job, PipelineJob
 from ladder.results import Consumed, RunResult, verify_pipeline
 from ladder.settings import Settings
 from local_ipc.loops import Channel, collect
 from local_ipc.processes import CONTEXT, Child, start_fork_server, stop_processes
+from tasks.celery_app import make_app
 from tasks.workloads import STOP, make_item
 
 RUNG = "raw"
@@ -204,3 +211,55 @@ def kombu_simple_queue(url: str, job: Job) -> RunResult:
             return in_child(job, get_from_simple_queue, (url, keys.items), put_all)
     finally:
         keys.cleanup(url)
+
+
+NOOP_QUEUE = "ladder-noop"  # served by the bare worker alone, not by a rung's workers
+# Celery's defaults, as `celery -A tasks worker` starts: prefork, 2 slots on 2 cores.
+BARE_CELERY = Topology(instances=1, pool="prefork", concurrency=2, queue=NOOP_QUEUE)
+STATS_EVERY_S = 0.1
+
+
+def celery_noop(url: str, job: Job) -> RunResult:
+    """A bare Celery no-op task end to end: this process sends job.items `tasks.noop`
+    with apply_async to one worker in Celery's default configuration (prefork -c 2,
+    prefetch 4, acknowledged early), and the clock stops once the worker's own count of
+    tasks run says all of them ran."""
+    job = pipeline_job(job)
+    app = make_app(url, url)
+    noop = app.signature("tasks.noop", queue=NOOP_QUEUE)
+    with tempfile.TemporaryDirectory(prefix="ladder-noop-") as folder:
+        workers = CeleryWorkers(url, url, BARE_CELERY, Path(folder))
+        try:
+            workers.start()
+            worker = workers.names()[0]
+            before = noops_run(app, worker)
+            start = time.perf_counter()
+            for _ in range(job.items):
+                noop.apply_async()
+            ran = 0
+            while ran < job.items:
+                time.sleep(STATS_EVERY_S)
+                ran = noops_run(app, worker) - before
+                interrupt.check()
+            seconds = time.perf_counter() - start
+        finally:
+            workers.stop()
+            app.close()
+    return RunResult(
+        rung=RUNG,
+        workload=job.workload,
+        params=job.params(),
+        seconds=seconds,
+        throughput=ran / seconds,
+        unit=job.unit,
+        verified=ran == job.items,
+        expected=job.items,
+        got=ran,
+    )
+
+
+def noops_run(app: Celery, worker: str) -> int:
+    """How many tasks.noop this worker has run, by its own count (its answer is awaited
+    alone: the timeout bounds a worker that does not answer)."""
+    stats = app.control.inspect([worker], timeout=5.0, limit=1).stats() or {}
+    return sum(int(s.get("total", {}).get("tasks.noop", 0)) for s in stats.values())

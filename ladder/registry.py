@@ -27,7 +27,7 @@ RUNGS: dict[str, type[Rung]] = {
     )
 }
 
-WORKLOADS = ("sum", "pipeline")
+WORKLOADS = ("sum", "pipeline", "tickets")
 
 
 def get_rung(name: str) -> type[Rung]:

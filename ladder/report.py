@@ -44,6 +44,13 @@ def result_table(result: RunResult) -> Table:
                 "latency p50 / p99",
                 f"{result.latency_ms['p50']:.3f} / {result.latency_ms['p99']:.3f} ms",
             )
+    if result.workload == "tickets":
+        table.add_row("sold / turned away", f"{result.got:,} / {result.turned_away:,}")
+        table.add_row("oversold", f"{result.oversold:,}")
+        if result.lost:
+            table.add_row("never answered", f"{result.lost:,}")
+        if result.verified and result.note:
+            table.add_row("note", result.note)
     params = ", ".join(f"{k}={v}" for k, v in result.params.items())
     table.add_row("params", params)
     return table
@@ -85,13 +92,13 @@ def comparison_table(rows: Sequence[Row]) -> Table:
 
 
 def bench_table(rows: Sequence[dict[str, Any]]) -> Table:
-    """The bench's table: medians, the noise, and each ratio against its goal."""
+    """The bench's table: medians, the noise, each ratio against its goal, and the largest
+    RSS any one process of a case reached (the goal of the --memory cases)."""
     table = Table(title="Bench: medians of interleaved rounds", title_justify="left")
-    for column in ("case", "throughput (median)", "min .. max", "ratio", "against", "goal", "met"):
-        table.add_column(
-            column,
-            justify="right" if column in ("throughput (median)", "min .. max", "ratio") else "left",
-        )
+    right = ("throughput (median)", "min .. max", "ratio", "peak RSS")
+    columns = ("case", "throughput (median)", "min .. max", "ratio", "against", "peak RSS")
+    for column in (*columns, "goal", "met"):
+        table.add_column(column, justify="right" if column in right else "left")
     for row in rows:
         met = {True: "[green]yes[/green]", False: "[red]no[/red]", None: ""}[row["met"]]
         table.add_row(
@@ -100,6 +107,7 @@ def bench_table(rows: Sequence[dict[str, Any]]) -> Table:
             f"{fmt_rate(row['throughput_min'])} .. {fmt_rate(row['throughput_max'])}",
             f"{row['ratio']:.2f}x" if row["ratio"] is not None else "",
             row["limit_name"] or "",
+            f"{row['peak_rss_mb']:,.0f} MB" if row.get("peak_rss_mb") is not None else "",
             row["goal"] or "",
             met if row["verified"] else "[red]NOT VERIFIED[/red]",
         )

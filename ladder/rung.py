@@ -11,9 +11,10 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import ClassVar, Self
 
-from ladder.jobs import Job, PipelineJob, SumJob
+from ladder.jobs import Job, PipelineJob, SumJob, TicketsJob
 from ladder.results import Consumed
 from ladder.settings import Settings
+from tasks.tickets import Sales
 
 # Advance the progress bar by n units (numbers summed, items handled). Safe to call
 # from any thread of the parent process; rungs call it every PROGRESS_EVERY units at most.
@@ -26,7 +27,7 @@ def no_progress(n: int) -> None:
 
 
 class Rung:
-    """Base of every rung: a subclass sets name and teaches, and writes the two methods.
+    """Base of every rung: a subclass sets name and teaches, and writes the three methods.
 
     A rung is a context manager so that one with long-lived parts (a broker, workers)
     can start them on enter and stop them on exit, outside the timed runs.
@@ -34,6 +35,8 @@ class Rung:
 
     name: ClassVar[str]
     teaches: ClassVar[str]
+    # Whether the pipeline can move job.batch items per message (--batch).
+    batches: ClassVar[bool] = False
 
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings or Settings()
@@ -58,4 +61,8 @@ class Rung:
 
     def run_pipeline(self, job: PipelineJob, progress: Progress = no_progress) -> Consumed:
         """Move every item from job.producers producers to job.consumers consumers."""
+        raise NotImplementedError
+
+    def run_tickets(self, job: TicketsJob, progress: Progress = no_progress) -> Sales:
+        """Let job.buyers buyers, job.workers at once, race for job.tickets; count the sales."""
         raise NotImplementedError

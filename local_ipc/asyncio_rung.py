@@ -2,6 +2,7 @@
 
     producer coroutines -> asyncio.Queue(maxsize) -> consumer coroutines -> Consumed
     CPU work -> loop.run_in_executor(process pool) -> awaited result
+    buyer coroutines -> a store reached with await, guarded by an asyncio.Lock -> Sales
 
 Coroutines switch only at an await, so waiting overlaps (asyncio.sleep stands for a
 socket) while a blocking call would stall them all: CPU work is sent to a process pool.
@@ -12,10 +13,11 @@ from __future__ import annotations
 import asyncio
 import time
 
-from ladder.jobs import Job, PipelineJob, SumJob
+from ladder.jobs import Job, PipelineJob, SumJob, TicketsJob
 from ladder.results import Consumed
 from ladder.rung import PROGRESS_EVERY, Progress, Rung, no_progress
 from local_ipc.processes import process_pool, start_fork_server
+from tasks.tickets import MemoryStore, Sales
 from tasks.workloads import STOP, Item, make_item, sum_range, work
 
 
@@ -31,6 +33,9 @@ class AsyncioRung(Rung):
 
     def run_pipeline(self, job: PipelineJob, progress: Progress = no_progress) -> Consumed:
         return asyncio.run(self._pipeline(job, progress))
+
+    def run_tickets(self, job: TicketsJob, progress: Progress = no_progress) -> Sales:
+        return asyncio.run(self._tickets(job, progress))
 
     async def _sum(self, job: SumJob, progress: Progress) -> int:
         loop = asyncio.get_running_loop()
@@ -93,3 +98,48 @@ class AsyncioRung(Rung):
                 cpu_pool.shutdown(cancel_futures=True)
         progress(len(consumed.ids) % PROGRESS_EVERY)
         return consumed
+
+    async def _tickets(self, job: TicketsJob, progress: Progress) -> Sales:
+        # A coroutine is switched out only at an await, so the race is at the awaits:
+        # the gap, and the store's read and write, awaited as a database's would be
+        # (asyncio.sleep(0) stands for the round trip).
+        memory = MemoryStore(job.tickets)
+        lock = asyncio.Lock()
+
+        async def read() -> int:
+            await asyncio.sleep(0)
+            return memory.read()
+
+        async def write(count: int) -> None:
+            await asyncio.sleep(0)
+            memory.write(count)
+
+        async def buy() -> bool:
+            # tasks.tickets.buy, with each wait made an await.
+            seen = await read()
+            if seen <= 0:
+                return False
+            if job.gap_ms:
+                await asyncio.sleep(job.gap_ms / 1000)
+            if job.unsafe:
+                await write(seen - 1)
+                return True
+            async with lock:
+                left = await read()
+                if left <= 0:
+                    return False
+                await write(left - 1)
+                return True
+
+        async def buyer(ids: range) -> Sales:
+            sales = Sales()
+            for _ in ids:
+                sales.add(await buy())
+                progress(1)
+            return sales
+
+        sales = Sales(at_once=job.workers)
+        for tally in await asyncio.gather(*(buyer(job.share(w)) for w in range(job.workers))):
+            sales.extend(tally)
+        sales.left = memory.read()
+        return sales

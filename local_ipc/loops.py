@@ -16,7 +16,7 @@ from ladder import interrupt
 from ladder.jobs import PipelineJob
 from ladder.results import Consumed
 from ladder.rung import PROGRESS_EVERY, Progress
-from tasks.workloads import STOP, handle_item, make_item, sum_range
+from tasks.workloads import STOP, batches, handle_batch, handle_item, make_item, sum_range
 
 
 class Channel(Protocol):
@@ -25,8 +25,18 @@ class Channel(Protocol):
 
 
 def produce(channel: Channel, ids: range, job: PipelineJob) -> None:
-    """Put one item per id; put blocks while the bounded channel is full (backpressure)."""
+    """Put one item per id, or lists of job.batch items; put blocks while the bounded
+    channel is full (backpressure)."""
     payload = job.payload
+    if job.batch > 1:
+        for part in batches(ids, job.batch):
+            batch = []
+            for item_id in part:
+                if job.produce_ms:
+                    time.sleep(job.produce_ms / 1000)
+                batch.append(make_item(item_id, payload))
+            channel.put(batch)
+        return
     for item_id in ids:
         if job.produce_ms:
             time.sleep(job.produce_ms / 1000)
@@ -34,22 +44,28 @@ def produce(channel: Channel, ids: range, job: PipelineJob) -> None:
 
 
 def consume(channel: Channel, job: PipelineJob, progress: Progress) -> Consumed:
-    """Handle items until the sentinel; return what this consumer handled.
+    """Handle items (or batches of them) until the sentinel; return what this consumer
+    handled.
 
     A joinable channel (queue.Queue, multiprocessing.JoinableQueue) is told task_done
     after every get, the sentinel's included, so that join() returns once all is handled.
     """
     task_done = getattr(channel, "task_done", None)
     consumed = Consumed()
-    while (item := channel.get()) is not STOP:
-        consumed.record(*handle_item(item, job.work_ms, job.work_kind))
+    shown = 0
+    while (message := channel.get()) is not STOP:
+        if isinstance(message, list):
+            consumed.record_all(handle_batch(message, job.work_ms, job.work_kind))
+        else:
+            consumed.record(*handle_item(message, job.work_ms, job.work_kind))
         if task_done:
             task_done()
-        if len(consumed.ids) % PROGRESS_EVERY == 0:
-            progress(PROGRESS_EVERY)
+        if len(consumed.ids) - shown >= PROGRESS_EVERY:
+            progress(len(consumed.ids) - shown)
+            shown = len(consumed.ids)
     if task_done:
         task_done()
-    progress(len(consumed.ids) % PROGRESS_EVERY)
+    progress(len(consumed.ids) - shown)
     return consumed
 
 

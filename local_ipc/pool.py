@@ -5,6 +5,9 @@
 
 The executor's own call queue is the channel: a subclass only says which executor.
 A semaphore bounds the items in flight, as maxsize bounds a queue (backpressure).
+
+    executor.submit(buy) per buyer -> pool workers -> a store and lock they can all reach
+    -> as_completed -> Sales
 """
 
 from __future__ import annotations
@@ -12,17 +15,27 @@ from __future__ import annotations
 import threading
 import time
 from concurrent.futures import Executor, Future, as_completed
+from contextlib import AbstractContextManager
+from typing import Any
 
-from ladder.jobs import PipelineJob, SumJob
+from ladder.jobs import PipelineJob, SumJob, TicketsJob
 from ladder.results import Consumed
 from ladder.rung import PROGRESS_EVERY, Progress, Rung, no_progress
+from tasks.tickets import Sales, Store, buy
 from tasks.workloads import handle_item, make_item, sum_range
 
 
 class PoolRung(Rung):
-    """Base of the pool rungs: a subclass writes executor()."""
+    """Base of the pool rungs: a subclass writes executor() and ticket_store()."""
 
     def executor(self, workers: int) -> Executor:
+        raise NotImplementedError
+
+    def ticket_store(
+        self, tickets: int
+    ) -> AbstractContextManager[tuple[Store, AbstractContextManager[Any]]]:
+        """A store holding `tickets`, and the lock that guards it, both reachable from
+        the executor's workers; they last until the with-block ends."""
         raise NotImplementedError
 
     def run_sum(self, job: SumJob, progress: Progress = no_progress) -> int:
@@ -77,3 +90,15 @@ class PoolRung(Rung):
         # run and its callback has fired, so the tally is complete.
         progress(len(consumed.ids) % PROGRESS_EVERY)
         return consumed
+
+    def run_tickets(self, job: TicketsJob, progress: Progress = no_progress) -> Sales:
+        sales = Sales(at_once=job.workers)
+        with self.ticket_store(job.tickets) as (store, guard):
+            lock = None if job.unsafe else guard
+            with self.executor(job.workers) as pool:
+                futures = [pool.submit(buy, store, job.gap_ms, lock) for _ in range(job.buyers)]
+                for future in as_completed(futures):
+                    sales.add(future.result())
+                    progress(1)
+            sales.left = store.read()
+        return sales

@@ -4,15 +4,22 @@
 
 The same code as the thread-pool rung; only the executor differs, and with it the GIL
 no longer caps CPU-bound work.
+
+    submit(buy) -> worker processes -> a multiprocessing.Manager's dict and Lock, through
+    proxies: every read, write, acquire and release is a message to the manager process
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from concurrent.futures import Executor, ProcessPoolExecutor
+from contextlib import AbstractContextManager, contextmanager
+from typing import Any
 
 from ladder.jobs import Job
 from local_ipc.pool import PoolRung
 from local_ipc.processes import CONTEXT, quiet_child, start_fork_server
+from tasks.tickets import MappingStore, Store
 
 
 class ProcessPoolRung(PoolRung):
@@ -24,3 +31,11 @@ class ProcessPoolRung(PoolRung):
 
     def executor(self, workers: int) -> Executor:
         return ProcessPoolExecutor(max_workers=workers, mp_context=CONTEXT, initializer=quiet_child)
+
+    @contextmanager
+    def ticket_store(self, tickets: int) -> Iterator[tuple[Store, AbstractContextManager[Any]]]:
+        # A submitted call is pickled: a plain dict would arrive as a copy, and a
+        # threading.Lock cannot be pickled at all. A manager's proxies pickle as the
+        # address of the one dict and the one lock, kept in the manager's process.
+        with CONTEXT.Manager() as manager:
+            yield MappingStore(manager.dict(tickets=tickets)), manager.Lock()

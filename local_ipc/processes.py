@@ -2,6 +2,7 @@
 
     producer processes -> multiprocessing.Queue(maxsize) -> consumer processes
     consumer processes -> results queue (one Consumed each, at the sentinel) -> parent
+    buyer processes -> a JSON file, guarded by a multiprocessing.Lock -> Sales each -> parent
 
 The loops are those of the threads rung; what changes is isolation: every item is
 pickled through a pipe, and a child's tally must be sent back, since the parent cannot
@@ -11,20 +12,26 @@ waits on join() instead of counting.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import multiprocessing.context
 import multiprocessing.forkserver
 import signal
+import tempfile
 import time
 from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing.process import BaseProcess
 from multiprocessing.sharedctypes import Synchronized
+from multiprocessing.synchronize import Barrier, Lock
+from pathlib import Path
+from threading import BrokenBarrierError
 
-from ladder.jobs import Job, PipelineJob, SumJob
+from ladder.jobs import Job, PipelineJob, SumJob, TicketsJob
 from ladder.results import Consumed
 from ladder.rung import Progress, Rung, no_progress
 from local_ipc.loops import Channel, collect, consume, produce, put_all, sum_chunks
+from tasks.tickets import FileStore, Sales, buy
 from tasks.workloads import STOP
 
 # Children start from a fork server: a clean process, started once, that forks a
@@ -48,6 +55,8 @@ CONTEXT.set_forkserver_preload(
 
 
 _fork_server_ready = False
+# How long a buyer waits for the others to start before it buys anyway.
+START_TIMEOUT_S = 30.0
 
 
 def start_fork_server() -> None:
@@ -89,6 +98,28 @@ def consumer_main(
     results.put(consume(channel, job, progress))
 
 
+def buyer_main(
+    path: Path,
+    ids: range,
+    gap_ms: float,
+    lock: Lock | None,
+    results: Channel,
+    answered: Synchronized[int],
+    start: Barrier,
+) -> None:
+    # Every buyer starts once all are up: the first child started would otherwise buy
+    # alone while the others start, and never race.
+    with contextlib.suppress(BrokenBarrierError):
+        start.wait(START_TIMEOUT_S)
+    store = FileStore(path)
+    sales = Sales()
+    for _ in ids:
+        sales.add(buy(store, gap_ms, lock))
+        with answered.get_lock():
+            answered.value += 1
+    results.put(sales)
+
+
 def stop_processes(processes: Iterable[BaseProcess], timeout_s: float = 5.0) -> None:
     """Terminate what is still running, then kill what ignores it: no orphans."""
     alive = [p for p in processes if p.is_alive()]
@@ -105,6 +136,7 @@ def stop_processes(processes: Iterable[BaseProcess], timeout_s: float = 5.0) -> 
 
 class ProcessesRung(Rung):
     name = "processes"
+    batches = True
     teaches = "isolation: one interpreter per process, items pickled through pipes, sentinels, join"
 
     def prepare(self, job: Job) -> None:
@@ -173,3 +205,41 @@ class ProcessesRung(Rung):
             return consumed
         finally:
             stop_processes(producers + consumers)
+
+    def run_tickets(self, job: TicketsJob, progress: Progress = no_progress) -> Sales:
+        # Processes share no memory: the store is a file all of them open, and the lock
+        # one the operating system keeps, made here and handed to each child at start.
+        lock = None if job.unsafe else CONTEXT.Lock()
+        results = CONTEXT.Queue()
+        answered = CONTEXT.Value("q", 0)
+        start = CONTEXT.Barrier(job.workers)
+        shown = 0
+
+        def show_answered(_: int) -> None:
+            nonlocal shown
+            progress(answered.value - shown)
+            shown = answered.value
+
+        with tempfile.TemporaryDirectory(prefix="ladder-tickets-") as folder:
+            store = FileStore.create(Path(folder) / "tickets.json", job.tickets)
+            buyers = [
+                Child(
+                    target=buyer_main,
+                    args=(store.path, job.share(w), job.gap_ms, lock, results, answered, start),
+                    name=f"buyer-{w}",
+                )
+                for w in range(job.workers)
+            ]
+            try:
+                for process in buyers:
+                    process.start()
+                sales = Sales(at_once=job.workers)
+                for tally in collect(results, job.workers, buyers, show_answered):
+                    sales.extend(tally)
+                show_answered(0)
+                for process in buyers:
+                    process.join()
+                sales.left = store.read()
+                return sales
+            finally:
+                stop_processes(buyers)

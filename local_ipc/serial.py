@@ -1,15 +1,17 @@
 """The serial rung: a plain loop, the baseline every speedup is measured against.
 
 producer -> (no channel: the very next line) -> consumer -> Consumed
+buyer after buyer -> the store: one at a time, so even the naive buy cannot race
 """
 
 from __future__ import annotations
 
 import time
 
-from ladder.jobs import PipelineJob, SumJob
+from ladder.jobs import PipelineJob, SumJob, TicketsJob
 from ladder.results import Consumed
 from ladder.rung import PROGRESS_EVERY, Progress, Rung, no_progress
+from tasks.tickets import MemoryStore, Sales, buy
 from tasks.workloads import handle_item, make_item, sum_range
 
 
@@ -38,3 +40,13 @@ class SerialRung(Rung):
                     progress(PROGRESS_EVERY)
         progress(len(consumed.ids) % PROGRESS_EVERY)
         return consumed
+
+    def run_tickets(self, job: TicketsJob, progress: Progress = no_progress) -> Sales:
+        store = MemoryStore(job.tickets)
+        # No lock: with one buyer at a time nothing can come between check and buy.
+        sales = Sales(at_once=1)
+        for _ in range(job.buyers):
+            sales.add(buy(store, job.gap_ms, None))
+            progress(1)
+        sales.left = store.read()
+        return sales

@@ -1,6 +1,7 @@
 """The threads rung: threading.Thread workers around a bounded queue.Queue.
 
     producer threads -> queue.Queue(maxsize) -> consumer threads -> one Consumed each
+    buyer threads -> one count in shared memory, guarded by a threading.Lock -> Sales
 
 Threads share memory, so each consumer's tally is simply read after join. The GIL
 lets one thread run Python at a time: no gain on CPU-bound work, a real one when
@@ -12,15 +13,17 @@ from __future__ import annotations
 import queue
 import threading
 
-from ladder.jobs import PipelineJob, SumJob
+from ladder.jobs import PipelineJob, SumJob, TicketsJob
 from ladder.results import Consumed
 from ladder.rung import Progress, Rung, no_progress
 from local_ipc.loops import consume, produce, put_all, sum_chunks
+from tasks.tickets import MemoryStore, Sales, buy
 from tasks.workloads import STOP
 
 
 class ThreadsRung(Rung):
     name = "threads"
+    batches = True
     teaches = "shared memory and the GIL: no gain on CPU-bound work, a real one on I/O"
 
     def run_sum(self, job: SumJob, progress: Progress = no_progress) -> int:
@@ -75,3 +78,30 @@ class ThreadsRung(Rung):
         for tally in tallies:
             consumed.extend(tally)
         return consumed
+
+    def run_tickets(self, job: TicketsJob, progress: Progress = no_progress) -> Sales:
+        store = MemoryStore(job.tickets)
+        # The GIL makes each read and each write whole, not the check-then-buy between
+        # them: a thread can be switched out in the gap, and is, since it sleeps there.
+        lock = None if job.unsafe else threading.Lock()
+        tallies: list[Sales] = []
+
+        def buyer(ids: range) -> None:
+            sales = Sales()
+            for _ in ids:
+                sales.add(buy(store, job.gap_ms, lock))
+                progress(1)
+            tallies.append(sales)
+
+        workers = [
+            threading.Thread(target=buyer, args=(job.share(w),), name=f"buyer-{w}")
+            for w in range(job.workers)
+        ]
+        for thread in workers:
+            thread.start()
+        for thread in workers:
+            thread.join()
+        sales = Sales(left=store.read(), at_once=job.workers)
+        for tally in tallies:
+            sales.extend(tally)
+        return sales

@@ -2,26 +2,63 @@
 
 Over a broker the parent cannot read its consumers' memory nor join their results:
 it watches the run's handled list in Redis grow, then reads it to verify.
+
+How a pipeline run over the broker ends, whatever went wrong on the way:
+
+    producers done (or dead: what each sent is known, the rest was never made)
+    -> wait until every item sent is handled; a dead consumer's messages come back
+       after the visibility timeout and are handled then (redelivered, counted once)
+    -> still missing once nothing has moved for a while: the message vanished in
+       transit, so the rung sends that item again (resent, counted)
+    -> a broker outage pauses the wait, and the run reports it
 """
 
 from __future__ import annotations
 
+import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from multiprocessing.process import BaseProcess
 from types import TracebackType
-from typing import Self
+from typing import TYPE_CHECKING, Self, TypeAlias
 
 from consumers.recorder import Recorder
 from ladder import interrupt
-from ladder.broker import RunKeys
+from ladder.broker import OUTAGE_ERRORS, RunKeys
+from ladder.errors import RunFailed
 from ladder.jobs import Job, PipelineJob
 from ladder.results import Consumed
 from ladder.rung import Progress, Rung
 from ladder.settings import Settings
 from ladder.stack import Stack
-from local_ipc.processes import start_fork_server
+from local_ipc.processes import CONTEXT, start_fork_server
+
+if TYPE_CHECKING:
+    from multiprocessing.sharedctypes import Synchronized
 
 POLL_S = 0.1
+# kombu's Redis transport takes a message off the list (BRPOP) and only then, in the
+# consumer, files it as unacknowledged: a consumer killed between the two takes the
+# message with it, and no visibility timeout brings it back. Nothing else can, so the
+# rung resends what is still missing once the timeout has passed and the consumers'
+# sweep for old unacknowledged messages (every second, see transport_options) had its
+# chance. A resend too early would cost only a redelivery, counted once.
+RESEND_MARGIN_S = 10.0
+
+SentCounter: TypeAlias = "Synchronized[int]"
+
+
+def sent_counter() -> SentCounter:
+    """How many items one producer has sent, in memory shared with it: still readable
+    after it died, even by SIGKILL."""
+    return CONTEXT.Value("q", 0)
+
+
+def how_it_ended(process: BaseProcess) -> str:
+    code = process.exitcode
+    if code is not None and code < 0:
+        return f"killed by {signal.Signals(-code).name}"
+    return f"exit code {code}"
 
 
 class BrokerRung(Rung):
@@ -37,6 +74,48 @@ class BrokerRung(Rung):
         for the messages of a consumer that died to come back (the visibility timeout)."""
         work_s = job.work_ms / 1000 if isinstance(job, PipelineJob) else 0.0
         return 15.0 + self.settings.visibility_timeout_s + 10 * work_s
+
+    def resend_after_s(self, job: PipelineJob) -> float:
+        """How long nothing may be handled before what is missing is sent again."""
+        return RESEND_MARGIN_S + self.settings.visibility_timeout_s + 10 * job.work_ms / 1000
+
+    def resend(self, keys: RunKeys, job: PipelineJob, ids: Sequence[int]) -> None:
+        """Send these items again, as the producers did."""
+        raise NotImplementedError
+
+    def drain(
+        self,
+        job: PipelineJob,
+        keys: RunKeys,
+        producers: Sequence[BaseProcess],
+        sent: Sequence[SentCounter],
+        watch: Watch,
+    ) -> Consumed:
+        """Wait for the producers, then for every item they sent to be handled."""
+        watch.until(lambda _: not any(p.is_alive() for p in producers))
+        unsent, deaths = [], []
+        for number, (process, count) in enumerate(zip(producers, sent, strict=True)):
+            if process.exitcode != 0:
+                share = job.share(number)
+                unsent.append(share[count.value :])
+                deaths.append(
+                    f"{process.name} died ({how_it_ended(process)}) after sending "
+                    f"{count.value:,} of its {len(share):,} items"
+                )
+        made = job.items - sum(len(ids) for ids in unsent)
+        resent = 0
+        if not watch.until(lambda n: n >= made, stall_s=self.resend_after_s(job)):
+            handled = set(watch.read().ids)
+            never = set().union(*unsent)
+            missing = [i for i in range(job.items) if i not in handled and i not in never]
+            self.resend(keys, job, missing)
+            resent = len(missing)
+            # What is still missing after this is lost, and the tally says so.
+            watch.until(lambda n: n >= made, stall_s=self.stall_s(job))
+        consumed = watch.read()
+        consumed.unsent, consumed.deaths, consumed.resent = unsent, deaths, resent
+        consumed.outages_s = watch.outages_s
+        return consumed
 
     def __enter__(self) -> Self:
         if self.owns_stack:
@@ -55,24 +134,48 @@ class BrokerRung(Rung):
 
 
 class Watch:
-    """Follows a run's handled list: advances the progress bar, tells when it stalls."""
+    """Follows a run's handled list: advances the progress bar, tells when it stalls,
+    and times the broker outages it waits through."""
 
-    def __init__(self, url: str, keys: RunKeys, progress: Progress) -> None:
-        self.recorder = Recorder(url)
+    def __init__(self, url: str, keys: RunKeys, progress: Progress, outage_limit_s: float) -> None:
+        self.recorder = Recorder(url, ride_out=False)
         self.keys = keys
         self.progress = progress
         self.shown = 0
+        self.outage_limit_s = outage_limit_s
+        self.outages_s: list[float] = []
+        self.down_since: float | None = None
+
+    def count(self) -> int | None:
+        """Items handled so far; None while the broker is unreachable."""
+        try:
+            handled = self.recorder.count(self.keys)
+        except OUTAGE_ERRORS:
+            now = time.monotonic()
+            self.down_since = self.down_since or now
+            if now - self.down_since > self.outage_limit_s:
+                raise RunFailed(
+                    f"the broker has been unreachable for {now - self.down_since:.0f} s"
+                ) from None
+            return None
+        if self.down_since is not None:
+            self.outages_s.append(time.monotonic() - self.down_since)
+            self.down_since = None
+        return handled
 
     def until(self, done: Callable[[int], bool], stall_s: float | None = None) -> bool:
-        """Poll until done(handled) holds (True), or nothing was handled for stall_s (False)."""
+        """Poll until done(handled) holds (True), or nothing was handled for stall_s (False).
+        Time with the broker down does not count towards stall_s."""
         last_change = time.monotonic()
         while True:
-            handled = self.recorder.count(self.keys)
-            if handled != self.shown:
+            handled = self.count()
+            if handled is None:
+                last_change = time.monotonic()
+            elif handled != self.shown:
                 self.progress(handled - self.shown)
                 self.shown = handled
                 last_change = time.monotonic()
-            if done(handled):
+            if handled is not None and done(handled):
                 return True
             if stall_s is not None and time.monotonic() - last_change > stall_s:
                 return False
@@ -80,4 +183,6 @@ class Watch:
             time.sleep(POLL_S)
 
     def read(self) -> Consumed:
+        """Everything handled, read once the broker answers."""
+        self.until(lambda _: True)
         return self.recorder.read(self.keys)

@@ -13,7 +13,9 @@ from __future__ import annotations
 import math
 import os
 import time
+from collections.abc import Sequence
 from types import TracebackType
+from typing import Any
 
 from celery import chord, group
 
@@ -21,32 +23,47 @@ from consumers.celery_workers import Topology
 from ladder import broker, interrupt
 from ladder.broker import RunKeys
 from ladder.errors import RunFailed
-from ladder.jobs import Job, PipelineJob, SumJob
+from ladder.jobs import Job, PipelineJob, SumJob, TicketsJob
 from ladder.results import Consumed
 from ladder.rung import Progress, no_progress
 from local_ipc.processes import Child, stop_processes
-from producers.broker_rung import POLL_S, BrokerRung, Watch
+from producers.broker_rung import POLL_S, BrokerRung, SentCounter, Watch, sent_counter
 from producers.kombu_producer import room_check_every
+from producers.tickets import celery_tickets
 from tasks.celery_app import make_app
-from tasks.workloads import make_item
+from tasks.tickets import Sales
+from tasks.workloads import Item, batches, make_item
 
 QUEUE = "celery"  # Celery's default queue: the Redis list the workers read
+TASK, BATCH_TASK = "tasks.handle_item", "tasks.handle_batch"
 
 
-def produce(url: str, backend_url: str, keys: RunKeys, ids: range, job: PipelineJob) -> None:
-    """Send one tasks.handle_item per id, pausing while the queue holds queue_size."""
+def produce(
+    url: str, backend_url: str, keys: RunKeys, ids: range, job: PipelineJob, sent: SentCounter
+) -> None:
+    """Send one tasks.handle_item per id (tasks.handle_batch per job.batch ids), pausing
+    while the queue holds queue_size messages."""
     client = make_app(url, backend_url)
-    handle = client.signature("tasks.handle_item")
-    redis = broker.client(url)
+    task = client.signature(TASK if job.batch == 1 else BATCH_TASK)
+    redis = broker.client(url, name=f"ladder-producer-{os.getpid()}", ride_out=True)
     payload = job.payload
     every = room_check_every(job.queue_size)
-    for count, item_id in enumerate(ids):
-        if job.produce_ms:
-            time.sleep(job.produce_ms / 1000)
+    for count, part in enumerate(batches(ids, job.batch)):
+        items = []
+        for item_id in part:
+            if job.produce_ms:
+                time.sleep(job.produce_ms / 1000)
+            items.append(make_item(item_id, payload))
         if count % every == 0:
             while redis.llen(QUEUE) >= job.queue_size:
                 time.sleep(0.005)
-        handle.apply_async((make_item(item_id, payload), keys.run_id, job.work_ms, job.work_kind))
+        task.apply_async(args(items, keys, job))
+        sent.value += len(part)
+
+
+def args(items: list[Item], keys: RunKeys, job: PipelineJob) -> tuple[Any, ...]:
+    """The task's arguments: one item, or the batch."""
+    return (items if job.batch > 1 else items[0], keys.run_id, job.work_ms, job.work_kind)
 
 
 def topology(job: Job, cores: int = os.cpu_count() or 1) -> Topology:
@@ -54,15 +71,21 @@ def topology(job: Job, cores: int = os.cpu_count() or 1) -> Topology:
     if isinstance(job, SumJob):
         # CPU-bound chunks: one solo worker per requested worker, each a process.
         return Topology(instances=job.workers, pool="solo")
-    instances = min(job.consumers, cores)
-    slots = math.ceil(job.consumers / instances)
+    if isinstance(job, TicketsJob):
+        # Buyers mostly wait (the gap): threads, `workers` buyers at once in all.
+        consumers, cpu_bound = job.workers, False
+    else:
+        consumers, cpu_bound = job.consumers, job.work_kind == "cpu" and job.work_ms > 0
+    instances = min(consumers, cores)
+    slots = math.ceil(consumers / instances)
     # Waiting work overlaps in threads; CPU work needs processes (prefork) past the GIL.
-    pool = "prefork" if job.work_kind == "cpu" and job.work_ms else "threads"
+    pool = "prefork" if cpu_bound else "threads"
     return Topology(instances=instances, pool=pool, concurrency=slots)
 
 
 class CeleryRung(BrokerRung):
     name = "celery"
+    batches = True
     teaches = "tasks and workers: apply_async, group/chord, acks_late, events, Flower"
 
     def __enter__(self) -> CeleryRung:
@@ -108,23 +131,32 @@ class CeleryRung(BrokerRung):
 
     def run_pipeline(self, job: PipelineJob, progress: Progress = no_progress) -> Consumed:
         url, backend_url, keys = self.stack.url, self.stack.backend_url, RunKeys.new()
+        sent = [sent_counter() for _ in range(job.producers)]
         producers = [
             Child(
                 target=produce,
-                args=(url, backend_url, keys, job.share(p), job),
+                args=(url, backend_url, keys, job.share(p), job, sent[p]),
                 name=f"producer-{p}",
             )
             for p in range(job.producers)
         ]
-        watch = Watch(url, keys, progress)
+        watch = Watch(url, keys, progress, outage_limit_s=self.stall_s(job))
         try:
             for process in producers:
                 process.start()
-            watch.until(lambda _: not any(p.is_alive() for p in producers))
-            # No sentinel: tasks are independent. The run is over when every item is
-            # recorded, or when nothing more arrives (what is missing is then lost).
-            watch.until(lambda handled: handled >= job.items, stall_s=self.stall_s(job))
-            return watch.read()
+            # No sentinel: tasks are independent. The run is over when every item sent
+            # is recorded (see BrokerRung.drain for what happens when one goes missing).
+            return self.drain(job, keys, producers, sent, watch)
         finally:
             stop_processes(producers)
             keys.cleanup(url)
+
+    def resend(self, keys: RunKeys, job: PipelineJob, ids: Sequence[int]) -> None:
+        task = self.client.signature(TASK if job.batch == 1 else BATCH_TASK)
+        for start in range(0, len(ids), job.batch):
+            items = [make_item(i, job.payload) for i in ids[start : start + job.batch]]
+            task.apply_async(args(items, keys, job))
+
+    def run_tickets(self, job: TicketsJob, progress: Progress = no_progress) -> Sales:
+        """One tasks.buy_ticket per buyer, bought by the Celery workers from the Redis store."""
+        return celery_tickets(self.client, self.stack.url, job, progress, self.stall_s(job))

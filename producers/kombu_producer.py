@@ -9,20 +9,33 @@ with the channel moved out of the machine's memory into a broker.
 
 from __future__ import annotations
 
+import logging
+import os
 import time
+from collections.abc import Sequence
 
-from kombu.connection import Connection
 from kombu.simple import SimpleQueue
 
-from consumers.kombu_consumer import PayloadQueue, connect, consume, sum_worker
-from ladder.broker import RunKeys
-from ladder.jobs import PipelineJob, SumJob
+from consumers.kombu_consumer import (
+    RECONNECT_S,
+    PayloadQueue,
+    connect,
+    consume,
+    session,
+    sum_worker,
+)
+from ladder.broker import OUTAGE_ERRORS, RunKeys
+from ladder.jobs import PipelineJob, SumJob, TicketsJob
 from ladder.results import Consumed
 from ladder.rung import Progress, no_progress
 from local_ipc.loops import collect, put_all
 from local_ipc.processes import Child, stop_processes
-from producers.broker_rung import BrokerRung, Watch
-from tasks.workloads import STOP, make_item
+from producers.broker_rung import BrokerRung, SentCounter, Watch, sent_counter
+from producers.tickets import kombu_tickets
+from tasks.tickets import Sales
+from tasks.workloads import STOP, batches, make_item
+
+log = logging.getLogger(__name__)
 
 
 def room_check_every(queue_size: int) -> int:
@@ -36,23 +49,44 @@ def qsize(channel: SimpleQueue) -> int:
     return int(channel.queue.queue_declare().message_count)
 
 
-def produce(url: str, keys: RunKeys, ids: range, job: PipelineJob) -> None:
-    """Put one item per id, pausing while the queue holds queue_size items (backpressure)."""
+def produce(
+    url: str, keys: RunKeys, ids: range, job: PipelineJob, visibility_s: float, sent: SentCounter
+) -> None:
+    """Put one item per id, pausing while the queue holds queue_size items (backpressure).
+
+    A broker outage drops the connection: the producer makes a new one and goes on from
+    the item it was sending (which may then arrive twice: a redelivery, counted once).
+    """
+    name = f"ladder-producer-{os.getpid()}"
+    while sent.value < len(ids):
+        try:
+            with session(url, visibility_s, name) as connection:
+                put_share(connection.SimpleQueue(keys.items, serializer="json"), ids, job, sent)
+        except OUTAGE_ERRORS as error:
+            log.warning("lost the broker (%s); reconnecting", error)
+            time.sleep(RECONNECT_S)
+
+
+def put_share(channel: SimpleQueue, ids: range, job: PipelineJob, sent: SentCounter) -> None:
+    """Put the items of ids not sent yet, job.batch of them per message."""
     payload = job.payload
     every = room_check_every(job.queue_size)
-    with Connection(url) as connection:
-        channel = connection.SimpleQueue(keys.items, serializer="json")
-        for count, item_id in enumerate(ids):
+    for count, part in enumerate(batches(ids[sent.value :], job.batch)):
+        items = []
+        for item_id in part:
             if job.produce_ms:
                 time.sleep(job.produce_ms / 1000)
-            if count % every == 0:
-                while qsize(channel) >= job.queue_size:
-                    time.sleep(0.005)
-            channel.put(make_item(item_id, payload))
+            items.append(make_item(item_id, payload))
+        if count % every == 0:
+            while qsize(channel) >= job.queue_size:
+                time.sleep(0.005)
+        channel.put(items if job.batch > 1 else items[0])
+        sent.value += len(part)
 
 
 class KombuRung(BrokerRung):
     name = "kombu"
+    batches = True
     teaches = "queue.Queue's put/get on a broker: messages leave the process, acks, JSON"
 
     def run_sum(self, job: SumJob, progress: Progress = no_progress) -> int:
@@ -81,29 +115,46 @@ class KombuRung(BrokerRung):
     def run_pipeline(self, job: PipelineJob, progress: Progress = no_progress) -> Consumed:
         url, keys = self.stack.url, RunKeys.new()
         visibility_s = self.settings.visibility_timeout_s
+        sent = [sent_counter() for _ in range(job.producers)]
         producers = [
-            Child(target=produce, args=(url, keys, job.share(p), job), name=f"producer-{p}")
+            Child(
+                target=produce,
+                args=(url, keys, job.share(p), job, visibility_s, sent[p]),
+                name=f"producer-{p}",
+            )
             for p in range(job.producers)
         ]
         consumers = [
             Child(target=consume, args=(url, keys, job, visibility_s), name=f"consumer-{c}")
             for c in range(job.consumers)
         ]
-        watch = Watch(url, keys, progress)
+        watch = Watch(url, keys, progress, outage_limit_s=self.stall_s(job))
         try:
             for process in producers + consumers:
                 process.start()
-            watch.until(lambda _: not any(p.is_alive() for p in producers))
-            # The stream ends once every item is handled, as JoinableQueue.join would
-            # tell: a sentinel sent as soon as the producers finish could stop the last
-            # consumers before the items of one that died come back to the queue.
-            watch.until(lambda handled: handled >= job.items, stall_s=self.stall_s(job))
-            with connect(url, self.settings.visibility_timeout_s) as connection:
+            # The stream ends once every item sent is handled, as JoinableQueue.join
+            # would tell: a sentinel sent as soon as the producers finish could stop the
+            # last consumers before the items of one that died come back to the queue.
+            consumed = self.drain(job, keys, producers, sent, watch)
+            with connect(url, visibility_s) as connection:
                 channel = connection.SimpleQueue(keys.items, serializer="json")
                 for _ in consumers:
                     channel.put(STOP)
             watch.until(lambda _: not any(c.is_alive() for c in consumers))
-            return watch.read()
+            return consumed
         finally:
             stop_processes(producers + consumers)
             keys.cleanup(url)
+
+    def resend(self, keys: RunKeys, job: PipelineJob, ids: Sequence[int]) -> None:
+        with connect(self.stack.url, self.settings.visibility_timeout_s) as connection:
+            channel = connection.SimpleQueue(keys.items, serializer="json")
+            for start in range(0, len(ids), job.batch):
+                items = [make_item(i, job.payload) for i in ids[start : start + job.batch]]
+                channel.put(items if job.batch > 1 else items[0])
+
+    def run_tickets(self, job: TicketsJob, progress: Progress = no_progress) -> Sales:
+        """Buyers as messages, job.workers consumer processes buying from the Redis store."""
+        return kombu_tickets(
+            self.stack.url, job, progress, self.settings.visibility_timeout_s, self.stall_s(job)
+        )

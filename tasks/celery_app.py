@@ -10,12 +10,15 @@ import functools
 import os
 from typing import Any
 
+import redis
 from celery import Celery
+from celery.worker.consumer import Consumer
 
 from consumers.recorder import Recorder
-from ladder.broker import RunKeys, transport_options
+from ladder.broker import RunKeys, client, transport_options
 from ladder.settings import Settings
 from tasks import workloads
+from tasks.tickets import RedisTickets
 
 # A worker started from a plain shell with no URL in its environment serves the
 # local Redis rather than Celery's own default, an AMQP broker.
@@ -32,9 +35,37 @@ CONFIG: dict[str, Any] = {
     "worker_send_task_events": True,
     "task_send_sent_event": True,
     "broker_connection_retry_on_startup": True,
+    # A task sent while the broker is down or restarting is retried for about a minute
+    # (tries 0.2 s apart, then 1 s), not the default's three tries within 0.6 s.
+    "task_publish_retry_policy": {
+        "max_retries": 60,
+        "interval_start": 0,
+        "interval_step": 0.2,
+        "interval_max": 1,
+    },
     "result_expires": 3600,
     "worker_hijack_root_logger": False,
+    # A message that is not a task message is refused and logged, not fatal.
+    "broker_transport": "consumers.transport:Transport",
+    "worker_consumer": "tasks.celery_app:RefusingConsumer",
 }
+
+
+class RefusingConsumer(Consumer):  # type: ignore[misc]
+    """Celery's consumer, refusing a task message it cannot read instead of dying on it:
+    Celery catches only InvalidTaskError, ContentDisallowed and DecodeError there, and
+    anything else would end the worker with the message held, to kill the next one too."""
+
+    def create_task_handler(self, *args: Any, **kwargs: Any) -> Any:
+        on_task_received = super().create_task_handler(*args, **kwargs)
+
+        def refusing(message: Any) -> Any:
+            try:
+                return on_task_received(message)
+            except (TypeError, ValueError, AttributeError, KeyError) as error:
+                return self.on_invalid_task(None, message, error)
+
+        return refusing
 
 
 def make_app(broker_url: str | None, result_backend: str | None = None) -> Celery:
@@ -59,6 +90,11 @@ def recorder() -> Recorder:
     return Recorder(app.conf.broker_url, name=f"ladder-celery-worker-{os.getpid()}")
 
 
+@app.task(name="tasks.noop", ignore_result=True)
+def noop() -> None:
+    """Nothing at all: what a task costs Celery itself, the bench's limit."""
+
+
 @app.task(name="tasks.sum_range")
 def sum_range(start: int, stop: int) -> int:
     return workloads.sum_range(start, stop)
@@ -77,5 +113,33 @@ def add_totals(totals: list[int]) -> int:
 def handle_item(
     item: workloads.Item, run_id: str, work_ms: float = 0.0, work_kind: workloads.WorkKind = "io"
 ) -> None:
-    item_id, latency_s = workloads.handle_item(item, work_ms, work_kind)
+    item_id, latency_s = workloads.handle_item(workloads.check_item(item), work_ms, work_kind)
     recorder().record(RunKeys(run_id), item_id, latency_s)
+
+
+# The same for a batch: one message, one task, many items, each recorded once.
+@app.task(name="tasks.handle_batch", acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+def handle_batch(
+    items: list[workloads.Item],
+    run_id: str,
+    work_ms: float = 0.0,
+    work_kind: workloads.WorkKind = "io",
+) -> None:
+    checked = [workloads.check_item(item) for item in items]
+    handled = workloads.handle_batch(checked, work_ms, work_kind)
+    recorder().record_all(RunKeys(run_id), handled)
+
+
+@functools.cache
+def ticket_client() -> redis.Redis:
+    """One Redis client per worker process for the ticket store, on the broker it serves."""
+    return client(app.conf.broker_url, name=f"ladder-celery-buyer-{os.getpid()}")
+
+
+# A buyer is acknowledged once answered; a safe buy keeps a buyer's first answer in
+# Redis, so a buyer delivered again (its worker lost) still buys once.
+@app.task(name="tasks.buy_ticket", acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+def buy_ticket(run_id: str, buyer: int, gap_ms: float, mode: str) -> bool:
+    """Buyer number `buyer` of run run_id checks, waits gap_ms and buys: mode is unsafe,
+    atomic or redis-lock."""
+    return RedisTickets(ticket_client(), RunKeys(run_id).prefix).buy(buyer, gap_ms, mode)

@@ -7,6 +7,7 @@ import cleanly in a Celery worker. Items are plain dicts so that they travel as 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator, Sequence
 from typing import Any, Literal
 
 # End of stream: one per consumer, put after every producer has finished.
@@ -56,11 +57,49 @@ def work(ms: float, kind: WorkKind) -> None:
         sum_range(0, int(ms * LOOPS_PER_MS))
 
 
+def check_item(item: Any) -> Item:
+    """item, checked: raise ValueError, naming the field, unless it is
+    {"id": int, "t": number, ...}."""
+    if not isinstance(item, dict):
+        raise ValueError(f"not an item: a {type(item).__name__}, not a dict with id and t")
+    item_id, t = item.get("id"), item.get("t")
+    if isinstance(item_id, bool) or not isinstance(item_id, int):
+        raise ValueError(f"item id must be a whole number (got {item_id!r:.80})")
+    if isinstance(t, bool) or not isinstance(t, int | float):
+        raise ValueError(f"item t must be a timestamp (got {t!r:.80})")
+    return item
+
+
 def handle_item(item: Item, work_ms: float = 0.0, work_kind: WorkKind = "io") -> tuple[int, float]:
     """Consume one item: note when it was taken, do its work, return (id, latency_s).
 
     Latency is produce -> taken by a consumer: the time the item spent in the channel.
+    An item from outside the process (a broker message) is checked first: check_item.
     """
     taken = time.time()
     work(work_ms, work_kind)
     return item["id"], taken - item["t"]
+
+
+def handle_batch(
+    items: Sequence[Item], work_ms: float = 0.0, work_kind: WorkKind = "io"
+) -> list[tuple[int, float]]:
+    """Consume the items of one message: they left the channel together, when it was
+    taken, so that is when each one's latency ends; then each one's work."""
+    taken = time.time()
+    handled = []
+    for item in items:
+        work(work_ms, work_kind)
+        handled.append((item["id"], taken - item["t"]))
+    return handled
+
+
+def batches(ids: range, size: int) -> Iterator[range]:
+    """ids in consecutive slices of at most `size`: what one message carries."""
+    for start in range(0, len(ids), size):
+        yield ids[start : start + size]
+
+
+def unpack(message: Item | list[Item]) -> list[Item] | tuple[Item]:
+    """The items of a message: a batch is a list of them, else the message is one."""
+    return message if isinstance(message, list) else (message,)

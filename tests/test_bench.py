@@ -1,4 +1,5 @@
-"""The bench: every raw transport limit verified, and ratios paired round by round."""
+"""The bench: every raw transport limit verified, ratios paired round by round, and the
+peak RSS of every case recorded, against a bound in --memory."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ import pytest
 
 from ladder import bench, limits
 from ladder.jobs import Job, PipelineJob
+from ladder.memory import Peak
 from ladder.results import RunResult
+from ladder.settings import Settings
 
 TINY = PipelineJob(items=200, producers=1, consumers=1, payload_bytes=16)
 
@@ -89,10 +92,91 @@ def test_every_limit_named_is_a_case() -> None:
     selected = bench.cases(quick=True)
     names = {case.name for case in selected}
     assert all(case.limit in names for case in selected if case.limit)
+    assert all(case.runs_of in names for case in selected if case.runs_of)
     assert {case.name for case in selected if case.on_broker} == {
         "raw redis push/pop",
         "raw redis pipelined x100",
         "raw kombu put/get",
+        "raw celery no-op",
         "kombu pipeline",
         "celery pipeline",
+        "celery sum",
+        "kombu pipeline batch 100",
+        "celery pipeline batch 100",
+        "kombu batch 100 vs redis",
+        "celery batch 100 vs redis",
     }
+
+
+@pytest.mark.timeout(10)
+def test_a_case_read_against_a_second_limit_reuses_the_runs_of_another() -> None:
+    selected = {case.name: case for case in bench.cases(quick=True)}
+    again = selected["celery batch 100 vs redis"]
+    assert again.runs_of == "celery pipeline batch 100"
+    assert again.job == selected["celery pipeline batch 100"].job
+
+
+@pytest.mark.timeout(10)
+def test_rows_hold_the_largest_peak_against_a_memory_goal() -> None:
+    bound = bench.MemoryGoal(300)
+    under = bench.Case("under", "threads", TINY, goal=bound)
+    over = bench.Case("over", "threads", TINY, goal=bound)
+    table = bench.rows(
+        [
+            bench.Measured(
+                under,
+                [result(100.0), result(90.0)],
+                [
+                    Peak(120.0, "this process", 200.0, 3, {"this process": 120.0, "redis": 9.0}),
+                    Peak(150.0, "fork server child", 180.0, 3, {"fork server child": 150.0}),
+                ],
+            ),
+            bench.Measured(over, [result(100.0)], [Peak(301.0, "celery worker", 400.0, 5)]),
+        ]
+    )
+    by_name = {row["name"]: row for row in table}
+    assert by_name["under"]["peak_rss_mb"] == 150.0
+    assert by_name["under"]["peak_rss_process"] == "fork server child"
+    assert by_name["under"]["peak_rss_total_mb"] == 200.0
+    assert by_name["under"]["peak_rss_by_process"] == {
+        "fork server child": 150.0,
+        "this process": 120.0,
+        "redis": 9.0,
+    }
+    assert by_name["under"]["goal"] == "<= 300 MB per process"
+    assert by_name["under"]["met"] is True
+    assert by_name["under"]["ratio"] is None
+    assert by_name["over"]["met"] is False
+
+
+@pytest.mark.timeout(10)
+def test_memory_cases_are_long_and_bounded() -> None:
+    selected = bench.memory_cases()
+    items = {case.rung: case.job.items for case in selected}
+    assert items == {
+        "serial": 1_000_000,
+        "threads": 1_000_000,
+        "processes": 1_000_000,
+        "asyncio": 1_000_000,
+        "thread-pool": 1_000_000,
+        "process-pool": 1_000_000,
+        "kombu": 200_000,
+        "celery": 200_000,
+    }
+    assert all(case.goal == bench.MEMORY_GOAL for case in selected)
+    assert {case.rung for case in selected if case.on_broker} == {"kombu", "celery"}
+
+
+@pytest.mark.timeout(30)
+def test_every_run_measured_has_its_peak_rss() -> None:
+    cases = [
+        bench.Case("threads tiny", "threads", TINY, goal=bench.MEMORY_GOAL),
+        bench.Case("raw queue.Queue", "raw", TINY, raw=limits.queue_threads),
+    ]
+    measured = bench.measure(cases, 2, Settings(), lambda name: None)
+    assert [len(m.peaks) for m in measured] == [2, 2]
+    for row in bench.rows(measured):
+        assert row["verified"] and row["lost"] == 0
+        assert 0 < row["peak_rss_mb"] <= row["peak_rss_total_mb"]
+        assert row["peak_rss_process"] == "this process"
+    assert bench.rows(measured)[0]["met"] is True

@@ -410,12 +410,14 @@ def test_every_service_command_runs_as_a_local_process(resolved: Resolved, local
     assert code == 0, output[-3000:]
     assert values["REDIS_PASSWORD"] not in output
     # The Celery runs were served by the worker service, not by workers of the demo's own.
-    for task in ("tasks.sum_range", "tasks.handle_item"):
+    for task in ("tasks.sum_range", "tasks.handle_item", "tasks.handle_batch"):
         assert f"Task {task}[" in local.log("worker")
 
     results = json.loads((local.folder / "results" / "results.json").read_text())
     assert {row["rung"] for row in results} == set(DEMO_RUNGS)
-    assert len({row["workload_label"] for row in results}) == 3
+    assert len({row["workload_label"] for row in results}) == 4
+    servers = json.loads((local.folder / "results" / "servers.json").read_text())
+    assert servers and all(row["ok"] for row in servers)
     unverified = [(row["workload_label"], row["rung"]) for row in results if not row["verified"]]
     assert not unverified
 

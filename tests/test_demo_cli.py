@@ -48,11 +48,21 @@ def test_the_demo_prints_the_table_and_findings_and_writes_three_files(tmp_path:
     assert {(r["workload"], r["rung"]) for r in rows} == {
         (w, r) for w in ("sum", "pipeline") for r in ("serial", "threads", "processes")
     }
-    assert len(rows) == 9
+    # Four workloads; the batched one only on the rungs that batch.
+    batched = [r["rung"] for r in rows if r["params"].get("batch", 1) > 1]
+    assert batched == ["threads", "processes"]
+    assert len(rows) == 3 * 3 + 2
     assert all(r["verified"] for r in rows)
     header = (tmp_path / "results.csv").read_text().splitlines()[0]
     assert header.startswith("workload_label,rung,workload,seconds,throughput")
     assert (tmp_path / "comparison.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # The short servers section: four models at K = 1, 50 and 500, every reply checked.
+    servers = json.loads((tmp_path / "servers.json").read_text())
+    assert {(r["model"], r["connections"]) for r in servers} == {
+        (m, k) for m in ("process", "thread", "gevent", "asyncio") for k in (1, 50, 500)
+    }
+    assert all(r["ok"] and r["errors"] == 0 for r in servers), servers
+    assert "Held up best" in done.stdout
 
 
 @pytest.mark.timeout(120)
@@ -65,7 +75,7 @@ def test_a_signal_stops_everything_and_keeps_what_was_measured(
     signum: int, code: int, word: str, tmp_path: Path
 ) -> None:
     out_dir = tmp_path / "results"
-    argv = [*LADDER, "--rungs", "serial,threads,celery", "--out", str(out_dir)]
+    argv = [*LADDER, "--rungs", "serial,threads,celery", "--no-servers", "--out", str(out_dir)]
     with open(tmp_path / "out", "w+") as out, open(tmp_path / "err", "w+") as err:
         process = subprocess.Popen(
             argv, cwd=ROOT, env=ENV, stdout=out, stderr=err, start_new_session=True

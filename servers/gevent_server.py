@@ -1,0 +1,19 @@
+"""The thread server, unchanged, on greenlets: monkey.patch_all() swaps socket, threading
+and select for gevent's cooperative versions before anything else imports them.
+
+    accept (main greenlet) -> greenlet: recv line, send LINE, ... until the client leaves
+
+One OS thread; a greenlet that waits on its socket yields to the others, as a coroutine
+does at an await, but the code is the blocking code of thread_server.py.
+"""
+
+from gevent import monkey  # type: ignore[import-untyped]
+
+monkey.patch_all()
+
+import sys  # noqa: E402
+
+from servers import protocol, thread_server  # noqa: E402
+
+if __name__ == "__main__":
+    sys.exit(protocol.main("gevent", thread_server.serve))

@@ -1,0 +1,53 @@
+"""A process per connection: socketserver forks a child for each client it accepts.
+
+    accept (parent) -> fork -> child: recv line, send LINE, ... until the client leaves -> exit
+    the parent reaps children as they exit, and stops those still running when it stops
+
+A child has its own memory and its own GIL: children run on every core, and one that
+crashes takes no other client with it. Each costs a fork and a process's memory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import signal
+import socketserver
+import sys
+from collections.abc import Callable
+
+from servers import protocol
+
+PR_SET_PDEATHSIG = 1
+
+
+class Server(socketserver.ForkingTCPServer):
+    allow_reuse_address = True
+    request_queue_size = protocol.BACKLOG
+    # socketserver's default of 40 would leave the 41st client waiting for a free process.
+    max_children = 1000
+
+    def server_close(self) -> None:
+        # Closing waits for every child (block_on_close), so first tell them to stop.
+        for pid in self.active_children or ():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        super().server_close()
+
+
+def _die_with_parent() -> None:
+    """In a new child: on Linux, be sent SIGTERM if the server dies, even by SIGKILL."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def serve(host: str, port: int, ready: Callable[[protocol.Address], None]) -> None:
+    os.register_at_fork(after_in_child=_die_with_parent)
+    with Server((host, port), protocol.LineHandler) as server:
+        ready(server.socket.getsockname())
+        server.serve_forever()
+
+
+if __name__ == "__main__":
+    sys.exit(protocol.main("process", serve))

@@ -1,0 +1,189 @@
+"""The line protocol every model speaks, and the start and stop every model shares.
+
+A client sends lines ending in a newline; the server answers each with the same line
+upper-cased. A line longer than MAX_LINE_BYTES is answered with TOO_LONG and dropped up
+to its newline, so one client cannot make the server hold more than a line's worth.
+A client that leaves, even mid-line, ends its own connection and nothing else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import logging
+import resource
+import signal
+import socket
+import socketserver
+import sys
+from collections.abc import Callable, Sequence
+from types import FrameType
+from typing import NoReturn
+
+from servers import HOST, PORT
+
+MAX_LINE_BYTES = 64 * 1024
+TOO_LONG = f"ERROR line longer than {MAX_LINE_BYTES} bytes\n".encode()
+RECV_BYTES = 64 * 1024
+# socketserver listens with a backlog of 5: a burst of 500 connects would see most
+# of them dropped and retried a second later. Every model gets the same, larger one.
+BACKLOG = 1024
+OPEN_FILES = 65536
+
+EXIT_OK, EXIT_BAD_INPUT = 0, 2
+EXIT_BY_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}  # 128 + the signal, as in ladder
+SAID_BY_SIGNAL = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated"}
+
+log = logging.getLogger("servers")
+
+Address = tuple[str, int]
+Serve = Callable[[str, int, Callable[[Address], None]], None]
+
+
+def reply(line: bytes) -> bytes:
+    """One line upper-cased, UTF-8 letters included; bytes that are not UTF-8 pass unchanged."""
+    text = line.decode("utf-8", "surrogateescape")
+    return text.upper().encode("utf-8", "surrogateescape") + b"\n"
+
+
+class Lines:
+    """Turns the bytes a connection receives into the bytes to send back, in any chunks."""
+
+    def __init__(self) -> None:
+        self._partial = bytearray()
+        self._dropping = False  # inside a line already answered with TOO_LONG
+
+    def feed(self, data: bytes) -> bytes:
+        out = bytearray()
+        *complete, rest = data.split(b"\n")
+        for piece in complete:
+            if not self._dropping:
+                self._partial += piece
+                too_long = len(self._partial) > MAX_LINE_BYTES
+                out += TOO_LONG if too_long else reply(bytes(self._partial))
+            self._partial.clear()
+            self._dropping = False
+        if not self._dropping:
+            self._partial += rest
+            if len(self._partial) > MAX_LINE_BYTES:
+                # Answer now, not at a newline that may never come.
+                out += TOO_LONG
+                self._partial.clear()
+                self._dropping = True
+        return bytes(out)
+
+
+class LineHandler(socketserver.BaseRequestHandler):
+    """One connection of the socketserver models (process, thread, gevent), until it ends."""
+
+    request: socket.socket
+
+    def handle(self) -> None:
+        lines = Lines()
+        try:
+            while data := self.request.recv(RECV_BYTES):
+                if replies := lines.feed(data):
+                    self.request.sendall(replies)
+        except OSError as error:
+            log_error(self.client_address, error)
+
+
+def log_error(peer: object, error: BaseException) -> None:
+    """One line on stderr for a connection that failed; the server carries on."""
+    log.warning("connection from %s: %s", peer, error)
+
+
+class Stopped(SystemExit):
+    """SIGINT or SIGTERM arrived. A SystemExit, which socketserver, gevent's hub and
+    asyncio's tasks all let through, so that it unwinds the server wherever it is."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(EXIT_BY_SIGNAL[signal.Signals(signum)])
+        self.signum = signum
+
+
+def _stop(signum: int, frame: FrameType | None) -> None:
+    raise Stopped(signum)
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line on stderr and exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        fail(message)
+
+
+def fail(message: str, code: int = EXIT_BAD_INPUT) -> NoReturn:
+    print(f"ladder: error: {message}", file=sys.stderr)
+    raise SystemExit(code)
+
+
+def port_number(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number (got {text!r})") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 65535 (got {port})")
+    return port
+
+
+def raise_open_files(wanted: int) -> int:
+    """Raise the soft limit on open files towards `wanted`, up to the hard limit; the new limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass
+    return wanted if soft == resource.RLIM_INFINITY else soft
+
+
+def cannot_listen(host: str, port: int, error: OSError) -> str:
+    """What went wrong binding host:port, said in terms of the options."""
+    if isinstance(error, socket.gaierror):
+        return f"--host {host!r} is not a name or address to listen on ({error.strerror})"
+    if error.errno == errno.EADDRINUSE:
+        return f"--port {port} is in use on {host}: choose another, or 0 for a free one"
+    if error.errno == errno.EADDRNOTAVAIL:
+        return f"--host {host} is not an address of this machine"
+    if error.errno == errno.EACCES:
+        return f"--port {port} needs privileges on {host}: choose one above 1023"
+    return f"cannot listen on {host}:{port}: {error.strerror or error}"
+
+
+def main(model: str, serve: Serve, argv: Sequence[str] | None = None) -> int:
+    """Run serve(host, port, ready) for `python -m servers.<model>_server`: one line once
+    it listens, one line on stderr and exit 2 if it cannot, 130 or 143 when stopped."""
+    parser = Parser(
+        prog=f"python -m servers.{model}_server",
+        description=f"An upper-casing line server, {model} model.",
+    )
+    parser.add_argument("--host", default=HOST, help="address to listen on (default %(default)s)")
+    parser.add_argument(
+        "--port", type=port_number, default=PORT, help="0 picks a free one (default %(default)s)"
+    )
+    args = parser.parse_args(argv)
+    logging.basicConfig(stream=sys.stderr, format=f"{model} server: %(message)s")
+    raise_open_files(OPEN_FILES)
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
+    listening = False
+
+    def ready(address: Address) -> None:
+        nonlocal listening
+        listening = True
+        print(f"serving {model} on {address[0]}:{address[1]}", flush=True)
+
+    try:
+        serve(args.host, args.port, ready)
+    except Stopped as stopped:
+        print(f"ladder: error: {SAID_BY_SIGNAL[signal.Signals(stopped.signum)]}", file=sys.stderr)
+        return int(stopped.code or 0)
+    except OSError as error:
+        if listening:
+            raise
+        fail(cannot_listen(args.host, args.port, error))
+    return EXIT_OK

@@ -1,0 +1,238 @@
+"""The four servers as a user runs them (`ladder serve`, `ladder load`): replies under
+concurrent clients, clients that leave or send too much, bad input, and Ctrl-C."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+import pytest
+
+from servers import MODELS
+from servers.protocol import MAX_LINE_BYTES, TOO_LONG, Lines
+from tests.proctree import cmdline, descendants, kill_all, running
+
+ROOT = Path(__file__).resolve().parents[1]
+LADDER = [sys.executable, "-m", "ladder.cli"]
+ENV = {
+    k: v for k, v in os.environ.items() if k not in ("CELERY_BROKER_URL", "CELERY_RESULT_BACKEND")
+}
+ENV["COLUMNS"] = "160"
+READY = re.compile(r"^serving (\w+) on 127\.0\.0\.1:(\d+)$", re.MULTILINE)
+
+
+@dataclass
+class Server:
+    model: str
+    process: subprocess.Popen[bytes]
+    port: int
+    err: Path
+
+
+def start(model: str, folder: Path) -> Server:
+    """`ladder serve --model <model> --port 0`, once it has said where it listens."""
+    out, err = folder / f"{model}.out", folder / f"{model}.err"
+    with open(out, "wb") as stdout, open(err, "wb") as stderr:
+        process = subprocess.Popen(
+            [*LADDER, "serve", "--model", model, "--port", "0"],
+            cwd=ROOT,
+            env=ENV,
+            stdout=stdout,
+            stderr=stderr,
+            start_new_session=True,
+        )
+    deadline = time.monotonic() + 20
+    while not (found := READY.search(out.read_text())):
+        if process.poll() is not None or time.monotonic() > deadline:
+            kill_all(process, [])
+            raise AssertionError(f"the {model} server did not start: {err.read_text()}")
+        time.sleep(0.05)
+    assert found[1] == model
+    return Server(model, process, int(found[2]), err)
+
+
+@pytest.fixture(scope="module", params=list(MODELS))
+def server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
+    """One server per model, shared by the tests that only talk to it."""
+    started = start(request.param, tmp_path_factory.mktemp(request.param))
+    try:
+        yield started
+    finally:
+        kill_all(started.process, [])
+
+
+def connect(port: int) -> socket.socket:
+    return socket.create_connection(("127.0.0.1", port), timeout=10)
+
+
+def ask(conn: socket.socket, line: bytes) -> bytes:
+    conn.sendall(line + b"\n")
+    return read_line(conn)
+
+
+def read_line(conn: socket.socket) -> bytes:
+    received = b""
+    while not received.endswith(b"\n"):
+        chunk = conn.recv(1)
+        assert chunk, f"the server closed the connection after {received!r}"
+        received += chunk
+    return received
+
+
+def ladder(*args: str, timeout_s: float = 30) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*LADDER, *args], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=timeout_s
+    )
+
+
+@pytest.mark.timeout(10)
+def test_lines_are_answered_whatever_the_chunks() -> None:
+    stream = b"hello\nw\xc3\xb6rld \xff\n" + b"x" * (MAX_LINE_BYTES + 1) + b"\nafter\n"
+    whole = Lines().feed(stream)
+    assert whole == b"HELLO\nW\xc3\x96RLD \xff\n" + TOO_LONG + b"AFTER\n"
+    for size in (1, 7, 4096):
+        lines = Lines()
+        chunks = [stream[i : i + size] for i in range(0, len(stream), size)]
+        assert b"".join(lines.feed(chunk) for chunk in chunks) == whole
+
+
+@pytest.mark.timeout(60)
+def test_every_model_answers_50_concurrent_clients(server: Server) -> None:
+    done = ladder(
+        "load", "--port", str(server.port), "--connections", "50", "--messages", "20", "--json"
+    )
+    assert done.returncode == 0, (done.stdout, done.stderr)
+    [result] = json.loads(done.stdout)
+    assert result["ok"]
+    assert (result["connections"], result["replies"], result["wrong"], result["errors"]) == (
+        50,
+        1000,
+        0,
+        0,
+    )
+
+
+@pytest.mark.timeout(30)
+def test_a_client_leaving_mid_line_does_not_hurt_the_others(server: Server) -> None:
+    with connect(server.port) as staying:
+        assert ask(staying, b"before") == b"BEFORE\n"
+        with connect(server.port) as leaving:
+            leaving.sendall(b"half a li")
+        with connect(server.port) as reset:
+            reset.sendall(b"half a li")
+            # Closing with SO_LINGER 0 sends a reset rather than an orderly end.
+            reset.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        assert ask(staying, b"still here") == b"STILL HERE\n"
+    with connect(server.port) as new:
+        assert ask(new, b"and a new one") == b"AND A NEW ONE\n"
+    assert server.process.poll() is None
+
+
+@pytest.mark.timeout(30)
+def test_an_over_long_line_gets_the_error_and_the_server_keeps_serving(server: Server) -> None:
+    with connect(server.port) as greedy, connect(server.port) as other:
+        greedy.sendall(b"a" * (MAX_LINE_BYTES + 10_000))
+        assert read_line(greedy) == TOO_LONG
+        assert ask(other, b"meanwhile") == b"MEANWHILE\n"
+        greedy.sendall(b"a" * 100_000)  # the rest of that line is dropped, not held
+        assert ask(greedy, b"end of it\nnext") == b"NEXT\n"
+    assert server.process.poll() is None
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def taken_port() -> Iterator[int]:
+    """A port something already listens on."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        yield int(listener.getsockname()[1])
+
+
+def bad_input(taken: int) -> list[tuple[list[str], int, str]]:
+    """(arguments, exit code, what the one line on stderr says)."""
+    nothing = str(free_port())
+    return [
+        *(
+            (["serve", "--model", model, "--port", str(taken)], 2, f"--port {taken} is in use")
+            for model in MODELS
+        ),
+        (["serve", "--model", "thread", "--port", "70000"], 2, "--port: must be between 0 and"),
+        (["serve", "--model", "asyncio", "--host", "192.0.2.1"], 2, "--host 192.0.2.1 is not an"),
+        (["load", "--connections", "0"], 2, "--connections must be at least 1 (got 0)"),
+        (["load", "--messages", "0"], 2, "--messages must be at least 1 (got 0)"),
+        (["load", "--compare", "--connections", "0"], 2, "--connections must be at least 1"),
+        (["load", "--host", "no-such-host.invalid"], 2, "--host 'no-such-host.invalid' is not"),
+        (["load", "--port", nothing], 1, f"nothing listening on 127.0.0.1:{nothing}"),
+    ]
+
+
+@pytest.mark.timeout(60)
+def test_bad_input_is_one_line_and_exit_2(taken_port: int) -> None:
+    cases = bad_input(taken_port)
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+        runs = list(pool.map(lambda case: ladder(*case[0]), cases))
+    for (args, code, says), done in zip(cases, runs, strict=True):
+        assert done.returncode == code, (args, done.stdout, done.stderr)
+        assert done.stdout == "", args
+        lines = done.stderr.splitlines()
+        assert len(lines) == 1, (args, done.stderr)
+        assert lines[0].startswith("ladder: error: "), args
+        assert says in lines[0], (args, lines[0])
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("model", list(MODELS))
+def test_sigint_stops_the_server_within_10_s_leaving_no_child(model: str, tmp_path: Path) -> None:
+    server = start(model, tmp_path)
+    seen: list[psutil.Process] = []
+    clients = [connect(server.port) for _ in range(3)]
+    try:
+        for client in clients:
+            assert ask(client, b"hello") == b"HELLO\n"
+            client.sendall(b"half a li")
+        seen = descendants(psutil.Process(server.process.pid))
+        if model == "process":
+            assert len(running(seen)) == 3, [cmdline(p) for p in seen]
+        os.kill(server.process.pid, signal.SIGINT)
+        assert server.process.wait(timeout=10) == 130
+        assert server.err.read_text().splitlines()[-1] == "ladder: error: interrupted"
+        _, alive = psutil.wait_procs(seen, timeout=10)
+        assert running(alive) == [], [cmdline(p) for p in alive]
+    finally:
+        for client in clients:
+            client.close()
+        kill_all(server.process, seen)
+
+
+@pytest.mark.timeout(60)
+def test_compare_starts_every_model_and_says_which_held_up_best() -> None:
+    done = ladder("load", "--compare", "--connections", "1,5", "--messages", "5", timeout_s=50)
+    assert done.returncode == 0, (done.stdout, done.stderr)
+    assert "Four servers, side by side" in done.stdout
+    for model in MODELS:
+        assert model in done.stdout
+    said = " ".join(done.stdout.split())  # as one line, however the terminal wrapped it
+    assert re.search(
+        r"Held up best \(most requests/s, no errors\): at K = 1, \w+ .*; at K = 5, ", said
+    ), said
+    assert len(re.findall(r" ok$", done.stderr, re.MULTILINE)) == 2 * len(MODELS)
