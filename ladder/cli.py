@@ -13,6 +13,7 @@ import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager, nullcontext
+from dataclasses import asdict
 from pathlib import Path
 from typing import NoReturn
 
@@ -20,7 +21,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from ladder import bench, interrupt
+from ladder import bench, interrupt, sweep
 from ladder.demo import Row, run_demo
 from ladder.demo import write as write_demo
 from ladder.errors import BadInput, LadderError
@@ -150,6 +151,12 @@ def build_parser() -> Parser:
         help="long pipelines, for their peak RSS against 300 MB per process: 1,000,000 "
         "items on each local rung, 200,000 on kombu and celery; one round by default, "
         "5 to 15 minutes on 2 cores (celery alone 3 to 8)",
+    )
+    bench.add_argument(
+        "--sweep",
+        action="store_true",
+        help="the I/O-bound pipeline on threads, processes, kombu and celery as work per "
+        "item (0, 1, 10, 100 ms) and consumers (1, 2, 4, 8) grow: sweep.json and two plots",
     )
     add_shared_options(bench)
 
@@ -500,6 +507,8 @@ def demo_servers(args: argparse.Namespace, out: Console, err: Console) -> bool:
 
 
 def cmd_bench(args: argparse.Namespace, out: Console) -> int:
+    if args.sweep:
+        return bench_sweep(args, out)
     repeat = args.repeat or (1 if args.memory else 3 if args.quick else 7)
     if repeat < 1:
         raise BadInput(f"--repeat must be at least 1 (got {repeat})")
@@ -532,6 +541,29 @@ def cmd_bench(args: argparse.Namespace, out: Console) -> int:
         out.print(bench_table(table))
         out.print(f"written: {path}")
     return EXIT_OK if all(row["verified"] for row in table) else EXIT_FAILED
+
+
+def bench_sweep(args: argparse.Namespace, out: Console) -> int:
+    """`ladder bench --sweep`: one run per point, a table, sentences, files."""
+    if args.memory:
+        raise BadInput("--sweep and --memory are two different benches: choose one")
+    writable_folder(args.out)
+    err = Console(stderr=True)
+    show = err.is_terminal and not args.json
+    points = sweep.sweep(
+        Settings.load(broker=args.broker),
+        args.quick,
+        tick=lambda label: err.print(f"  {label}") if show else None,
+    )
+    paths = sweep.write(points, args.out)
+    if args.json:
+        print(json.dumps([asdict(p) for p in points]))
+    else:
+        out.print(sweep.table(points))
+        for sentence in sweep.findings(points):
+            out.print(f"- {sentence}")
+        out.print("written: " + ", ".join(str(p) for p in paths))
+    return EXIT_OK if all(p.verified for p in points) else EXIT_FAILED
 
 
 def cmd_serve(args: argparse.Namespace, out: Console) -> int:

@@ -17,6 +17,7 @@ from ladder.demo import Row
 from ladder.findings import short, short_rate
 from ladder.registry import RUNGS
 from ladder.results import RunResult
+from ladder.sweep import Point
 from producers.broker_rung import BrokerRung
 
 LOCAL, BROKER, FAILED = "#4c72b0", "#dd8452", "#c44e52"
@@ -105,5 +106,53 @@ def plot_comparison(rows: Sequence[Row], path: Path) -> Path:
     ]
     handles = [kind for kind, shown in kinds if shown]
     figure.legend(handles=handles, loc="outside lower center", ncols=3, frameon=False)
+    figure.savefig(path, dpi=120)
+    return path
+
+
+# One line style per rung of a sweep: local rungs solid, broker rungs dashed.
+SWEEP_MARKERS = {"threads": "o", "processes": "s", "kombu": "^", "celery": "D"}
+
+
+def plot_sweep(points: Sequence[Point], sweep: str, xlabel: str, context: str, path: Path) -> Path:
+    """One sweep as a PNG at path: items/s of each rung at each swept value, and the
+    ideal (consumers x 1000 / work_ms) where there is one; return path."""
+    chosen = [p for p in points if p.sweep == sweep]
+    if not chosen:
+        raise ValueError(f"no points of the {sweep} sweep to plot")
+    xs = sorted({p.x for p in chosen})
+    figure = Figure(figsize=(7, 4.2), layout="constrained")
+    FigureCanvasAgg(figure)
+    ax = figure.subplots()
+    # Evenly spaced, labelled with the values: 0 ms has no place on a log scale.
+    position = {x: i for i, x in enumerate(xs)}
+    ideal = {p.x: p.ideal for p in chosen if p.ideal}
+    if ideal:
+        ax.plot(
+            [position[x] for x in ideal],
+            list(ideal.values()),
+            color="grey",
+            linestyle=":",
+            label="ideal: consumers x 1000 / work_ms",
+        )
+    for rung in dict.fromkeys(p.rung for p in chosen):
+        series = sorted((p for p in chosen if p.rung == rung), key=lambda p: p.x)
+        ax.plot(
+            [position[p.x] for p in series],
+            [p.throughput if p.verified else math.nan for p in series],
+            color=BROKER if is_broker(rung) else LOCAL,
+            linestyle="--" if is_broker(rung) else "-",
+            marker=SWEEP_MARKERS.get(rung, "o"),
+            label=rung,
+        )
+    ax.set_yscale("log")
+    ax.set_xticks(range(len(xs)), [f"{x:g}" for x in xs])
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("items/s, log scale")
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda y, _: short(y, digits=3)))
+    ax.grid(alpha=0.3)
+    ax.spines[["top", "right"]].set_visible(False)
+    ax.set_title(f"Throughput as {xlabel} grows ({context}); every run checked", fontsize=10)
+    ax.legend(frameon=False, fontsize=9)
     figure.savefig(path, dpi=120)
     return path
