@@ -17,6 +17,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,12 +70,16 @@ class CeleryWorkers:
         topology: Topology,
         workdir: Path,
         visibility_timeout_s: float | None = None,
+        prefixes: Sequence[Sequence[str]] = (),
     ) -> None:
         self.url = url
         self.visibility_timeout_s = visibility_timeout_s
         self.backend_url = backend_url
         self.topology = topology
         self.workdir = workdir
+        # Per instance, what its command starts with: `ip netns exec <host>` puts each
+        # worker on a host of its own (ladder/netns.py); none by default.
+        self.prefixes = [list(prefix) for prefix in prefixes]
         self.token = secrets.token_hex(3)
         self.processes: list[subprocess.Popen[bytes]] = []
         self.restarts = 0
@@ -105,7 +110,8 @@ class CeleryWorkers:
         # Mingle and gossip sync state between workers at start: not needed here, and
         # they add seconds to every start.
         argv += ["--without-mingle", "--without-gossip", "--loglevel", "WARNING"]
-        return procs.spawn(argv, self.log(index), env)
+        prefix = self.prefixes[index] if index < len(self.prefixes) else []
+        return procs.spawn([*prefix, *argv], self.log(index), env)
 
     def start(self) -> None:
         try:

@@ -153,6 +153,12 @@ def build_parser() -> Parser:
         "5 to 15 minutes on 2 cores (celery alone 3 to 8)",
     )
     bench.add_argument(
+        "--hosts",
+        action="store_true",
+        help="scale-out: Redis in one network namespace, a Celery worker in each of 1, 2 "
+        "and 3 others (root and iproute2 needed); the I/O-bound pipeline on each",
+    )
+    bench.add_argument(
         "--sweep",
         action="store_true",
         help="the I/O-bound pipeline on threads, processes, kombu and celery as work per "
@@ -507,8 +513,12 @@ def demo_servers(args: argparse.Namespace, out: Console, err: Console) -> bool:
 
 
 def cmd_bench(args: argparse.Namespace, out: Console) -> int:
+    if sum((args.sweep, args.memory, args.hosts)) > 1:
+        raise BadInput("--sweep, --memory and --hosts are different benches: choose one")
     if args.sweep:
         return bench_sweep(args, out)
+    if args.hosts:
+        return bench_hosts(args, out)
     repeat = args.repeat or (1 if args.memory else 3 if args.quick else 7)
     if repeat < 1:
         raise BadInput(f"--repeat must be at least 1 (got {repeat})")
@@ -545,8 +555,6 @@ def cmd_bench(args: argparse.Namespace, out: Console) -> int:
 
 def bench_sweep(args: argparse.Namespace, out: Console) -> int:
     """`ladder bench --sweep`: one run per point, a table, sentences, files."""
-    if args.memory:
-        raise BadInput("--sweep and --memory are two different benches: choose one")
     writable_folder(args.out)
     err = Console(stderr=True)
     show = err.is_terminal and not args.json
@@ -564,6 +572,23 @@ def bench_sweep(args: argparse.Namespace, out: Console) -> int:
             out.print(f"- {sentence}")
         out.print("written: " + ", ".join(str(p) for p in paths))
     return EXIT_OK if all(p.verified for p in points) else EXIT_FAILED
+
+
+def bench_hosts(args: argparse.Namespace, out: Console) -> int:
+    """`ladder bench --hosts`: the celery pipeline with workers on 1, 2 and 3 hosts."""
+    from ladder import netns
+
+    reason = netns.unavailable()
+    if reason:
+        fail(f"--hosts needs network namespaces: {reason}", EXIT_FAILED)
+    items = 300 if args.quick else 1_500
+    job = PipelineJob(items=items, producers=2, consumers=8, work_ms=10)
+    runs = netns.scale_out(job)
+    if args.json:
+        print(json.dumps([{"hosts": r.hosts, **r.result.to_dict()} for r in runs]))
+    else:
+        out.print(netns.table(runs))
+    return EXIT_OK if all(r.result.verified for r in runs) else EXIT_FAILED
 
 
 def cmd_serve(args: argparse.Namespace, out: Console) -> int:

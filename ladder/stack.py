@@ -18,6 +18,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -50,30 +51,43 @@ def redis_binary() -> str:
 
 
 class RedisServer:
-    """A private redis-server on 127.0.0.1, with a password, in a temporary folder."""
+    """A private redis-server on 127.0.0.1, with a password, in a temporary folder.
 
-    def __init__(self, workdir: Path, port: int | None = None, appendonly: bool = False) -> None:
+    `host` and `prefix` put it elsewhere: on another address, started through a command
+    such as `ip netns exec <namespace>` (see ladder/netns.py).
+    """
+
+    def __init__(
+        self,
+        workdir: Path,
+        port: int | None = None,
+        appendonly: bool = False,
+        host: str = "127.0.0.1",
+        prefix: Sequence[str] = (),
+    ) -> None:
         self.workdir = workdir
         self.port = port or procs.free_port()
         self.appendonly = appendonly
+        self.host = host
+        self.prefix = list(prefix)
         self.password = secrets.token_urlsafe(16)
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://:{self.password}@127.0.0.1:{self.port}/0"
+        return f"redis://:{self.password}@{self.host}:{self.port}/0"
 
     def start(self) -> str:
         # The password goes in a config file readable by us alone, never on a command line.
         config = self.workdir / "redis.conf"
         config.write_text(
-            f"port {self.port}\nbind 127.0.0.1\nprotected-mode yes\n"
+            f"port {self.port}\nbind {self.host}\nprotected-mode yes\n"
             f'requirepass {self.password}\ndir {self.workdir}\nsave ""\n'
             f"appendonly {'yes' if self.appendonly else 'no'}\n"
         )
         config.chmod(0o600)
         log = self.workdir / "redis.log"
-        self.process = procs.spawn([redis_binary(), str(config)], log)
+        self.process = procs.spawn([*self.prefix, redis_binary(), str(config)], log)
 
         def answers() -> bool:
             try:

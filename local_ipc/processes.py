@@ -27,6 +27,7 @@ from multiprocessing.synchronize import Barrier, Lock
 from pathlib import Path
 from threading import BrokenBarrierError
 
+from ladder import procs
 from ladder.jobs import Job, PipelineJob, SumJob, TicketsJob
 from ladder.results import Consumed
 from ladder.rung import Progress, Rung, no_progress
@@ -70,9 +71,12 @@ def start_fork_server() -> None:
 
 
 def quiet_child() -> None:
-    """In a child: Ctrl-C and SIGTERM are the parent's to handle; it stops its children."""
+    """In a child: Ctrl-C and SIGTERM are the parent's to handle; it stops its children.
+    A child the parent could not stop (one whose start a signal cut short) still ends
+    with the fork server, its own parent, which ends with ours."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    procs.die_with_parent()
 
 
 def process_pool(workers: int) -> ProcessPoolExecutor:

@@ -10,16 +10,14 @@ crashes takes no other client with it. Each costs a fork and a process's memory.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import signal
 import socketserver
 import sys
 from collections.abc import Callable
 
+from ladder import procs
 from servers import protocol
-
-PR_SET_PDEATHSIG = 1
 
 
 class Server(socketserver.ForkingTCPServer):
@@ -36,14 +34,9 @@ class Server(socketserver.ForkingTCPServer):
         super().server_close()
 
 
-def _die_with_parent() -> None:
-    """In a new child: on Linux, be sent SIGTERM if the server dies, even by SIGKILL."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
 def serve(host: str, port: int, ready: Callable[[protocol.Address], None]) -> None:
-    os.register_at_fork(after_in_child=_die_with_parent)
+    # On Linux, a child is sent SIGTERM if the server dies, even by SIGKILL.
+    os.register_at_fork(after_in_child=procs.die_with_parent)
     with Server((host, port), protocol.LineHandler) as server:
         ready(server.socket.getsockname())
         server.serve_forever()

@@ -1,0 +1,215 @@
+"""Hosts on one machine: Linux network namespaces joined by a bridge, for scale-out runs.
+
+    this process (root namespace, 10.X.0.254)
+        | veth
+    [bridge 10.X.0.1 in namespace "<tag>-b": redis-server]
+        | veth            | veth
+    "<tag>-w1" 10.X.0.11   "<tag>-w2" 10.X.0.12 ...: Celery workers
+
+Each namespace has its own network stack: a worker there reaches Redis only across the
+bridge, by its address, as a worker on another host would. The traffic never leaves
+this machine. Everything is made on enter and removed on exit, also on failure.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import secrets
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+from rich.table import Table
+
+from consumers.celery_workers import CeleryWorkers, Topology
+from ladder.errors import RunFailed
+from ladder.jobs import PipelineJob
+from ladder.results import RunResult
+from ladder.runner import run
+from ladder.settings import Settings
+from ladder.stack import RedisServer
+from producers.celery_producer import CeleryRung
+from tasks.celery_app import make_app
+
+
+def ip(*args: str) -> None:
+    """Run one `ip` command; a failure is a RunFailed naming it."""
+    done = subprocess.run(["ip", *args], capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RunFailed(f"ip {' '.join(args)}: {done.stderr.strip() or done.returncode}")
+
+
+def unavailable() -> str | None:
+    """Why namespaces cannot be made here, or None when they can."""
+    if shutil.which("ip") is None:
+        return "the `ip` command (iproute2) is not installed"
+    if os.geteuid() != 0:
+        return "making network namespaces needs root (CAP_NET_ADMIN)"
+    probe = f"ql{secrets.token_hex(3)}-probe"
+    try:
+        ip("netns", "add", probe)
+    except RunFailed as error:
+        return str(error)
+    ip("netns", "del", probe)
+    return None
+
+
+class Hosts:
+    """A broker namespace with a bridge, and `workers` worker namespaces on it."""
+
+    def __init__(self, workers: int) -> None:
+        tag = f"ql{secrets.token_hex(3)}"
+        self.subnet = f"10.{random.randint(64, 127)}.{random.randint(0, 255)}"
+        self.broker = f"{tag}-b"
+        self.workers = [f"{tag}-w{i}" for i in range(1, workers + 1)]
+        self.root_link = f"{tag}-r"
+        self.made: list[str] = []
+
+    @property
+    def broker_address(self) -> str:
+        return f"{self.subnet}.1"
+
+    def address(self, worker: str) -> str:
+        return f"{self.subnet}.{10 + self.workers.index(worker) + 1}"
+
+    @staticmethod
+    def prefix(namespace: str) -> list[str]:
+        """What a command starts with to run in that namespace."""
+        return ["ip", "netns", "exec", namespace]
+
+    def __enter__(self) -> Self:
+        try:
+            self.add_namespace(self.broker)
+            b = self.broker
+            ip("-n", b, "link", "add", "br0", "type", "bridge")
+            ip("-n", b, "addr", "add", f"{self.broker_address}/24", "dev", "br0")
+            ip("-n", b, "link", "set", "br0", "up")
+            # This process's own way in, from the root namespace.
+            self.plug(self.root_link, None, f"{self.subnet}.254")
+            for worker in self.workers:
+                self.add_namespace(worker)
+                self.plug(worker, worker, self.address(worker))
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def add_namespace(self, name: str) -> None:
+        ip("netns", "add", name)
+        self.made.append(name)
+        ip("-n", name, "link", "set", "lo", "up")
+
+    def plug(self, link: str, namespace: str | None, address: str) -> None:
+        """A veth pair: one end on the bridge, the other in namespace (None: this one)."""
+        outer, inner = f"{link}-o", f"{link}-i"
+        ip("link", "add", inner, "type", "veth", "peer", "name", outer)
+        ip("link", "set", outer, "netns", self.broker)
+        ip("-n", self.broker, "link", "set", outer, "master", "br0", "up")
+        where = ["-n", namespace] if namespace else []
+        if namespace:
+            ip("link", "set", inner, "netns", namespace)
+        ip(*where, "addr", "add", f"{address}/24", "dev", inner)
+        ip(*where, "link", "set", inner, "up")
+
+    def close(self) -> None:
+        # A veth pair goes when either end's namespace goes; the root end with it.
+        with contextlib.suppress(RunFailed):
+            ip("link", "del", f"{self.root_link}-i")
+        for name in reversed(self.made):
+            with contextlib.suppress(RunFailed):
+                ip("netns", "del", name)
+        self.made = []
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+@dataclass(frozen=True)
+class HostsRun:
+    """One pipeline run with its workers spread over `hosts` namespaces."""
+
+    hosts: int
+    result: RunResult
+    handled_by: dict[str, int]  # worker namespace -> tasks.handle_item it ran
+
+
+# Threads per worker: the work is a wait, so a host's worker overlaps this many items.
+THREADS_PER_HOST = 4
+
+
+def scale_out(job: PipelineJob, host_counts: Sequence[int] = (1, 2, 3)) -> list[HostsRun]:
+    """The job once per count: Redis on one host, one Celery worker on each of `count`
+    others, the producers here; each run verified as every run is."""
+    runs = []
+    with (
+        tempfile.TemporaryDirectory(prefix="ladder-hosts-") as folder,
+        Hosts(max(host_counts)) as hosts,
+    ):
+        work = Path(folder)
+        redis = RedisServer(work, host=hosts.broker_address, prefix=hosts.prefix(hosts.broker))
+        url = redis.start()
+        try:
+            for count in host_counts:
+                runs.append(run_on(hosts, hosts.workers[:count], url, job, work))
+        finally:
+            redis.stop()
+    return runs
+
+
+def run_on(
+    hosts: Hosts, namespaces: Sequence[str], url: str, job: PipelineJob, work: Path
+) -> HostsRun:
+    topology = Topology(instances=len(namespaces), pool="threads", concurrency=THREADS_PER_HOST)
+    prefixes = [hosts.prefix(ns) for ns in namespaces]
+    workers = CeleryWorkers(url, url, topology, work, prefixes=prefixes)
+    try:
+        workers.start()
+        with CeleryRung(Settings(broker_url=url, result_backend=url)) as rung:
+            result = run(rung, job)
+        handled = tasks_run(url, workers.names())
+    finally:
+        workers.stop()
+    return HostsRun(
+        len(namespaces),
+        result,
+        {ns: handled.get(name, 0) for ns, name in zip(namespaces, workers.names(), strict=True)},
+    )
+
+
+def tasks_run(url: str, names: Sequence[str]) -> dict[str, int]:
+    """tasks.handle_item run by each named worker, by its own count."""
+    app = make_app(url, url)
+    try:
+        stats = app.control.inspect(list(names), timeout=5.0, limit=len(names)).stats() or {}
+    finally:
+        app.close()
+    return {name: int(s.get("total", {}).get("tasks.handle_item", 0)) for name, s in stats.items()}
+
+
+def table(runs: Sequence[HostsRun]) -> Table:
+    """Throughput as worker hosts are added, and what each host ran."""
+    out = Table(title="Scale-out: one worker per host, Redis on a host of its own")
+    for column in ("worker hosts", "items/s", "vs 1 host", "tasks per host", "verified"):
+        out.add_column(column, justify="left" if column == "tasks per host" else "right")
+    base = runs[0].result.throughput if runs and runs[0].hosts == 1 else None
+    for r in runs:
+        out.add_row(
+            str(r.hosts),
+            f"{r.result.throughput:,.0f}",
+            f"{r.result.throughput / base:.2f}x" if base else "",
+            ", ".join(f"{n:,}" for n in r.handled_by.values()),
+            "yes" if r.result.verified else f"no: {r.result.note}",
+        )
+    return out
