@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from ladder import limits
 from ladder.jobs import Job, PipelineJob, SumJob
@@ -45,7 +46,9 @@ class Goal:
         return ratio >= self.low and (self.high is None or ratio <= self.high)
 
     def __str__(self) -> str:
-        return f">= {self.low:g}x" if self.high is None else f"{self.low:g}x .. {self.high:g}x"
+        if self.high is None:
+            return f">= {self.low:g}x"
+        return f"<= {self.high:g}x" if self.low == 0 else f"{self.low:g}x .. {self.high:g}x"
 
 
 @dataclass(frozen=True)
@@ -79,6 +82,8 @@ class Case:
     raw_on_broker: Callable[[str, Job], RunResult] | None = None
     # Not run again: the runs of the case of that name, read against another limit.
     runs_of: str | None = None
+    # What the ratio compares: throughput, or the latency p50 (lower is better).
+    compare: Literal["throughput", "latency p50"] = "throughput"
 
     @property
     def on_broker(self) -> bool:
@@ -111,6 +116,7 @@ def cases(quick: bool = False) -> list[Case]:
     # Celery's worker topology: one worker instance per consumer (each main process
     # feeds its own slots), against the bare default of one instance with 2 children.
     remote_celery = replace(remote, consumers=2)
+    paced = PipelineJob(items=100 if quick else 300, producers=1, consumers=2, produce_ms=5)
     # 100 items per message: as many messages as above, a hundred times the items.
     batched_local = replace(local, items=local.items * 10, batch=100)
     batched_remote = replace(remote, items=remote.items * 10, batch=100)
@@ -147,6 +153,17 @@ def cases(quick: bool = False) -> list[Case]:
         Case("raw celery no-op", "raw", remote_celery, raw_on_broker=limits.celery_noop),
         Case("celery pipeline", "celery", remote_celery, "raw celery no-op", Goal(0.9)),
         Case("celery sum", "celery", total, "serial sum", Goal(1.6)),
+        # Latency: items paced so that the queue stays near empty, each item's time from
+        # made to taken, against a bare task's whole round trip (sent, run, result read).
+        Case("raw celery round trip", "raw", paced, raw_on_broker=limits.celery_round_trip),
+        Case(
+            "celery pipeline paced",
+            "celery",
+            paced,
+            "raw celery round trip",
+            Goal(0, 1.2),
+            compare="latency p50",
+        ),
         # Batching: each ratio is against the same rung one item per message.
         Case(
             "processes pipeline batch 100",
@@ -307,7 +324,7 @@ def rows(measured: Sequence[Measured]) -> list[dict[str, Any]]:
         # and seconds apart within a round, so pairing them by round cancels slow spells.
         ratio = (
             statistics.median(
-                run.throughput / base.throughput
+                compared(m.case, run) / compared(m.case, base)
                 for run, base in zip(m.runs, limit.runs, strict=True)
             )
             if limit
@@ -334,6 +351,7 @@ def rows(measured: Sequence[Measured]) -> list[dict[str, Any]]:
                 "verified": m.verified,
                 "lost": sum(r.lost for r in m.runs),
                 "limit_name": m.case.limit,
+                "compare": m.case.compare,
                 "limit_throughput": limit.throughput if limit else None,
                 "ratio": ratio,
                 "goal": str(goal) if goal else None,
@@ -348,6 +366,13 @@ def rows(measured: Sequence[Measured]) -> list[dict[str, Any]]:
             }
         )
     return out
+
+
+def compared(case: Case, result: RunResult) -> float:
+    """The figure of a run that case's ratio compares."""
+    if case.compare == "throughput":
+        return result.throughput
+    return result.latency_ms["p50"] if result.latency_ms else math.nan
 
 
 def peaks_by_name(peaks: Sequence[Peak]) -> dict[str, float]:

@@ -29,7 +29,7 @@ from consumers.kombu_consumer import connect
 from ladder import interrupt
 from ladder.broker import RunKeys, client
 from ladder.jobs import Job, PipelineJob
-from ladder.results import Consumed, RunResult, verify_pipeline
+from ladder.results import Consumed, RunResult, percentiles_ms, verify_pipeline
 from ladder.settings import Settings
 from local_ipc.loops import Channel, collect
 from local_ipc.processes import CONTEXT, Child, start_fork_server, stop_processes
@@ -263,3 +263,42 @@ def noops_run(app: Celery, worker: str) -> int:
     alone: the timeout bounds a worker that does not answer)."""
     stats = app.control.inspect([worker], timeout=5.0, limit=1).stats() or {}
     return sum(int(s.get("total", {}).get("tasks.noop", 0)) for s in stats.values())
+
+
+def celery_round_trip(url: str, job: Job) -> RunResult:
+    """A bare Celery task's whole round trip, job.items times one after the other: send
+    `tasks.sum_range(0, 1)` with apply_async to one worker in Celery's default
+    configuration, wait for its result. Its latency is that round trip."""
+    job = pipeline_job(job)
+    app = make_app(url, url)
+    task = app.signature("tasks.sum_range", (0, 1), queue=NOOP_QUEUE)
+    trips: list[float] = []
+    with tempfile.TemporaryDirectory(prefix="ladder-trip-") as folder:
+        workers = CeleryWorkers(url, url, BARE_CELERY, Path(folder))
+        try:
+            workers.start()
+            task.apply_async().get(timeout=10)  # the first connection, before the clock
+            start = time.perf_counter()
+            for _ in range(job.items):
+                sent = time.perf_counter()
+                result = task.apply_async()
+                result.get(timeout=10)
+                trips.append(time.perf_counter() - sent)
+                result.forget()
+                interrupt.check()
+            seconds = time.perf_counter() - start
+        finally:
+            workers.stop()
+            app.close()
+    return RunResult(
+        rung=RUNG,
+        workload=job.workload,
+        params=job.params(),
+        seconds=seconds,
+        throughput=len(trips) / seconds,
+        unit=job.unit,
+        verified=len(trips) == job.items,
+        expected=job.items,
+        got=len(trips),
+        latency_ms=percentiles_ms(trips),
+    )

@@ -106,7 +106,9 @@ def bench_table(rows: Sequence[dict[str, Any]]) -> Table:
             f"{fmt_rate(row['throughput'])} {row['unit']}",
             f"{fmt_rate(row['throughput_min'])} .. {fmt_rate(row['throughput_max'])}",
             f"{row['ratio']:.2f}x" if row["ratio"] is not None else "",
-            row["limit_name"] or "",
+            (f"latency p50 vs {row['limit_name']}" if row.get("compare") == "latency p50" else "")
+            or row["limit_name"]
+            or "",
             f"{row['peak_rss_mb']:,.0f} MB" if row.get("peak_rss_mb") is not None else "",
             row["goal"] or "",
             met if row["verified"] else "[red]NOT VERIFIED[/red]",

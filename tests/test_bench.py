@@ -98,6 +98,8 @@ def test_every_limit_named_is_a_case() -> None:
         "raw redis pipelined x100",
         "raw kombu put/get",
         "raw celery no-op",
+        "raw celery round trip",
+        "celery pipeline paced",
         "kombu pipeline",
         "celery pipeline",
         "celery sum",
@@ -180,3 +182,18 @@ def test_every_run_measured_has_its_peak_rss() -> None:
         assert 0 < row["peak_rss_mb"] <= row["peak_rss_total_mb"]
         assert row["peak_rss_process"] == "this process"
     assert bench.rows(measured)[0]["met"] is True
+
+
+def test_a_latency_case_compares_the_p50_lower_being_better() -> None:
+    selected = {case.name: case for case in bench.cases(quick=True)}
+    paced = selected["celery pipeline paced"]
+    assert (paced.compare, paced.limit) == ("latency p50", "raw celery round trip")
+    assert str(paced.goal) == "<= 1.2x"
+    assert paced.goal is not None and paced.goal.met(0.6) and not paced.goal.met(1.3)
+
+    def timed(p50_ms: float, rate: float) -> RunResult:
+        latency = {"p50": p50_ms, "p99": 2 * p50_ms}
+        return RunResult("x", "pipeline", {}, 1.0, rate, "items/s", True, 1, 1, latency_ms=latency)
+
+    fast, slow = timed(1.0, rate=10.0), timed(2.0, rate=99.0)
+    assert bench.compared(paced, fast) / bench.compared(paced, slow) == 0.5
