@@ -200,8 +200,8 @@ def cases(quick: bool = False) -> list[Case]:
     ]
 
 
-# Issue "Nothing lost": a long pipeline keeps every process under this, however many
-# items pass, because every queue is bounded.
+# A long pipeline keeps every process under this, however many items pass, because
+# every queue is bounded.
 MEMORY_GOAL = MemoryGoal(300)
 LOCAL_MEMORY_ITEMS = 1_000_000
 BROKER_MEMORY_ITEMS = 200_000
