@@ -21,6 +21,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
+from consumers.celery_workers import Topology
 from ladder import limits
 from ladder.jobs import Job, PipelineJob, SumJob
 from ladder.memory import Peak, PeakRss
@@ -32,6 +33,7 @@ from ladder.settings import Settings
 from ladder.stack import Stack
 from local_ipc.processes import CONTEXT
 from producers.broker_rung import BrokerRung
+from producers.celery_producer import CeleryRung
 from tasks.workloads import chunk_ranges, sum_range
 
 
@@ -84,6 +86,8 @@ class Case:
     runs_of: str | None = None
     # What the ratio compares: throughput, or the latency p50 (lower is better).
     compare: Literal["throughput", "latency p50"] = "throughput"
+    # The celery rung on these workers rather than its own choice for the job.
+    workers: Topology | None = None
 
     @property
     def on_broker(self) -> bool:
@@ -102,6 +106,11 @@ def raw_parallel_sum(job: Job) -> RunResult:
         total = sum(pool.starmap(sum_range, chunk_ranges(job.n, job.workers)))
         seconds = time.perf_counter() - start
     return verify_sum("raw", job, total, seconds)
+
+
+# `celery -A tasks worker` as it starts with no options on 2 cores: one instance,
+# prefork, 2 children, prefetch 4.
+DEFAULT_WORKER = Topology(instances=1, pool="prefork", concurrency=2)
 
 
 def cases(quick: bool = False) -> list[Case]:
@@ -152,6 +161,16 @@ def cases(quick: bool = False) -> list[Case]:
         Case("kombu pipeline", "kombu", remote, "raw kombu put/get", Goal(0.9)),
         Case("raw celery no-op", "raw", remote_celery, raw_on_broker=limits.celery_noop),
         Case("celery pipeline", "celery", remote_celery, "raw celery no-op", Goal(0.9)),
+        # The same pipeline on Celery's default worker: the topology is the lever.
+        Case("celery pipeline, default worker", "celery", remote_celery, workers=DEFAULT_WORKER),
+        Case(
+            "celery topology vs default",
+            "celery",
+            remote_celery,
+            "celery pipeline, default worker",
+            Goal(1.5),
+            runs_of="celery pipeline",
+        ),
         Case("celery sum", "celery", total, "serial sum", Goal(1.6)),
         # Latency: items paced so that the queue stays near empty, each item's time from
         # made to taken, against a bare task's whole round trip (sent, run, result read).
@@ -261,12 +280,18 @@ def measure(
         stack = (
             opened.enter_context(Stack(settings)) if any(c.on_broker for c in selected) else None
         )
-        rungs: dict[str, Rung] = {}
+        rungs: dict[tuple[str, Topology | None], Rung] = {}
 
-        def rung(name: str) -> Rung:
-            if name not in rungs:
-                rungs[name] = opened.enter_context(open_rung(name, settings, stack))
-            return rungs[name]
+        def rung(case: Case) -> Rung:
+            key = (case.rung, case.workers)
+            if key not in rungs:
+                started = (
+                    CeleryRung(settings, stack, workers=case.workers)
+                    if case.workers
+                    else open_rung(case.rung, settings, stack)
+                )
+                rungs[key] = opened.enter_context(started)
+            return rungs[key]
 
         for _ in range(repeat):
             for entry in measured:
@@ -302,7 +327,7 @@ def run_sessions(case: Case, stack: Stack | None) -> Callable[[], list[int]]:
 
 def run_case(
     case: Case,
-    rung: Callable[[str], Rung],
+    rung: Callable[[Case], Rung],
     stack: Stack | None,
     progress: Progress = no_progress,
 ) -> RunResult:
@@ -311,7 +336,7 @@ def run_case(
     if case.raw_on_broker:
         assert stack is not None, "measure opens a stack for every broker case"
         return case.raw_on_broker(stack.url, case.job)
-    return run(rung(case.rung), case.job, progress)
+    return run(rung(case), case.job, progress)
 
 
 def rows(measured: Sequence[Measured]) -> list[dict[str, Any]]:

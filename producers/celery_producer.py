@@ -26,6 +26,8 @@ from ladder.errors import RunFailed
 from ladder.jobs import Job, PipelineJob, SumJob, TicketsJob
 from ladder.results import Consumed
 from ladder.rung import Progress, no_progress
+from ladder.settings import Settings
+from ladder.stack import Stack
 from local_ipc.processes import Child, stop_processes
 from producers.broker_rung import POLL_S, BrokerRung, SentCounter, Watch, sent_counter
 from producers.kombu_producer import room_check_every
@@ -88,6 +90,16 @@ class CeleryRung(BrokerRung):
     batches = True
     teaches = "tasks and workers: apply_async, group/chord, acks_late, events, Flower"
 
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        stack: Stack | None = None,
+        workers: Topology | None = None,
+    ) -> None:
+        """workers: the embedded stack's workers for every job, instead of topology(job)."""
+        super().__init__(settings, stack)
+        self.workers = workers
+
     def __enter__(self) -> CeleryRung:
         super().__enter__()
         self.client = make_app(self.stack.url, self.stack.backend_url)
@@ -103,7 +115,7 @@ class CeleryRung(BrokerRung):
         super().__exit__(exc_type, exc, tb)
 
     def prepare(self, job: Job) -> None:
-        self.stack.celery_workers(topology(job))
+        self.stack.celery_workers(self.workers or topology(job))
 
     def run_sum(self, job: SumJob, progress: Progress = no_progress) -> int:
         chunks = group(self.client.signature("tasks.sum_range", (a, b)) for a, b in job.ranges())

@@ -100,6 +100,8 @@ def test_every_limit_named_is_a_case() -> None:
         "raw celery no-op",
         "raw celery round trip",
         "celery pipeline paced",
+        "celery pipeline, default worker",
+        "celery topology vs default",
         "kombu pipeline",
         "celery pipeline",
         "celery sum",
@@ -197,3 +199,12 @@ def test_a_latency_case_compares_the_p50_lower_being_better() -> None:
 
     fast, slow = timed(1.0, rate=10.0), timed(2.0, rate=99.0)
     assert bench.compared(paced, fast) / bench.compared(paced, slow) == 0.5
+
+
+def test_the_default_worker_case_runs_the_celery_rung_on_celerys_defaults() -> None:
+    selected = {case.name: case for case in bench.cases(quick=True)}
+    default = selected["celery pipeline, default worker"]
+    assert default.workers is not None and default.workers == bench.DEFAULT_WORKER
+    assert (default.workers.instances, default.workers.pool) == (1, "prefork")
+    against = selected["celery topology vs default"]
+    assert (against.runs_of, against.limit) == ("celery pipeline", default.name)
