@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -55,37 +55,60 @@ def session(url: str, visibility_timeout_s: float, name: str) -> Iterator[Connec
 
 
 def consume(url: str, keys: RunKeys, job: PipelineJob, visibility_timeout_s: float) -> None:
-    """Handle items from the run's queue until the sentinel, or until the parent is gone.
-
-    A broker outage (Redis restarting, say) drops the connection: the consumer makes a
-    new one and goes on. The item it held then is acknowledged on the old connection
-    or not at all; if not, it comes back after the visibility timeout and is handled
-    again, counted once.
-    """
-    parent = os.getppid()
+    """Handle items from the run's queue until the sentinel, or until the parent is gone:
+    each checked (it comes from outside), handled, recorded, then acknowledged."""
     name = f"ladder-kombu-consumer-{os.getpid()}"
     recorder = Recorder(url, name=name)
+
+    def handle(payload: Any) -> None:
+        items = [check_item(item) for item in unpack(payload)]
+        recorder.record_all(keys, handle_batch(items, job.work_ms, job.work_kind))
+
+    consume_queue(url, keys.items, visibility_timeout_s, name, handle)
+
+
+def consume_queue(
+    url: str,
+    queue: str,
+    visibility_timeout_s: float,
+    name: str,
+    handle: Callable[[Any], None],
+    on_connect: Callable[[], object] = lambda: None,
+) -> None:
+    """Give each payload of queue to handle() until the sentinel, or until the parent is
+    gone; on_connect() runs once connected, before the first message.
+
+    A broker outage (Redis restarting, say) drops the connection: the consumer makes a
+    new one and goes on. The message it held then is acknowledged on the old connection
+    or not at all; if not, it comes back after the visibility timeout and is handled
+    again (the pipeline counts it once, a ticket buyer keeps its first answer).
+    """
+    parent = os.getppid()
     while os.getppid() == parent:
         try:
             with session(url, visibility_timeout_s, name) as connection:
-                if serve(connection, recorder, keys, job, parent):
+                channel = connection.SimpleQueue(queue, serializer="json", accept=["json"])
+                on_connect()
+                if serve(channel, parent, handle):
                     return
         except OUTAGE_ERRORS as error:
             log.warning("lost the broker (%s); reconnecting", error)
             time.sleep(RECONNECT_S)
 
 
-def serve(
-    connection: Connection, recorder: Recorder, keys: RunKeys, job: PipelineJob, parent: int
-) -> bool:
-    """Handle items until the sentinel (True) or until the parent is gone (False)."""
-    channel = connection.SimpleQueue(keys.items, serializer="json", accept=["json"])
+def serve(channel: SimpleQueue, parent: int, handle: Callable[[Any], None]) -> bool:
+    """Handle messages until the sentinel (True) or until the parent is gone (False).
+
+    A message is acknowledged once handled. One that cannot be read (not JSON, not
+    allowed: pickle) or handled is refused and logged, and the consumer keeps serving;
+    a broker outage goes up, to reconnect.
+    """
 
     def refuse(message: Any, error: Exception) -> None:
-        # Not JSON, or not allowed (pickle): refused here, not raised from get().
-        log.warning("refused a message on %s: %s", keys.items, error)
+        log.warning("refused a message on %s: %s", channel.queue.name, error)
         message.reject()
 
+    # Undecodable messages are refused here, rather than raised from get().
     channel.consumer.on_decode_error = refuse
     while os.getppid() == parent:
         try:
@@ -97,15 +120,12 @@ def serve(
             if payload is STOP:
                 message.ack()
                 return True
-            items = [check_item(item) for item in unpack(payload)]
-            handled = handle_batch(items, job.work_ms, job.work_kind)
+            handle(payload)
+        except OUTAGE_ERRORS:
+            raise
         except Exception as error:
-            # A message we cannot read (not JSON, not an item) is refused and
-            # logged; the consumer keeps serving.
-            log.warning("refused a message on %s: %s", keys.items, error)
-            message.reject()
+            refuse(message, error)
             continue
-        recorder.record_all(keys, handled)
         message.ack()
     return False
 

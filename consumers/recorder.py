@@ -38,7 +38,7 @@ class Recorder:
         self.record_once = self.redis.register_script(RECORD_ONCE)
 
     def record(self, keys: RunKeys, item_id: int, latency_s: float) -> None:
-        self.record_once(keys=[keys.deliveries, keys.handled], args=[item_id, f"{latency_s:.6f}"])
+        self.record_all(keys, [(item_id, latency_s)])
 
     def record_all(self, keys: RunKeys, handled: Sequence[tuple[int, float]]) -> None:
         """Record a batch of (id, latency_s) in one round trip."""

@@ -108,11 +108,6 @@ def raw_parallel_sum(job: Job) -> RunResult:
     return verify_sum("raw", job, total, seconds)
 
 
-# `celery -A tasks worker` as it starts with no options on 2 cores: one instance,
-# prefork, 2 children, prefetch 4.
-DEFAULT_WORKER = Topology(instances=1, pool="prefork", concurrency=2)
-
-
 def cases(quick: bool = False) -> list[Case]:
     n = 5_000_000 if quick else 20_000_000
     cores = os.cpu_count() or 1
@@ -162,7 +157,12 @@ def cases(quick: bool = False) -> list[Case]:
         Case("raw celery no-op", "raw", remote_celery, raw_on_broker=limits.celery_noop),
         Case("celery pipeline", "celery", remote_celery, "raw celery no-op", Goal(0.9)),
         # The same pipeline on Celery's default worker: the topology is the lever.
-        Case("celery pipeline, default worker", "celery", remote_celery, workers=DEFAULT_WORKER),
+        Case(
+            "celery pipeline, default worker",
+            "celery",
+            remote_celery,
+            workers=limits.DEFAULT_WORKER,
+        ),
         Case(
             "celery topology vs default",
             "celery",

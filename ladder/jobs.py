@@ -127,6 +127,11 @@ class PipelineJob:
     def payload(self) -> str:
         return "x" * self.payload_bytes
 
+    @property
+    def batched(self) -> bool:
+        """Whether a message carries a list of items rather than one item."""
+        return self.batch > 1
+
     def share(self, producer: int) -> range:
         """The item ids producer number `producer` makes: an even split of 0..items-1."""
         start = self.items * producer // self.producers

@@ -17,7 +17,9 @@ import queue
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import replace
 from multiprocessing.connection import Connection as PipeEnd
 from pathlib import Path
 from typing import Any
@@ -213,10 +215,42 @@ def kombu_simple_queue(url: str, job: Job) -> RunResult:
         keys.cleanup(url)
 
 
+# `celery -A tasks worker` as it starts with no options on 2 cores: one instance,
+# prefork, 2 children, prefetch 4.
+DEFAULT_WORKER = Topology(instances=1, pool="prefork", concurrency=2)
 NOOP_QUEUE = "ladder-noop"  # served by the bare worker alone, not by a rung's workers
-# Celery's defaults, as `celery -A tasks worker` starts: prefork, 2 slots on 2 cores.
-BARE_CELERY = Topology(instances=1, pool="prefork", concurrency=2, queue=NOOP_QUEUE)
 STATS_EVERY_S = 0.1
+
+
+@contextmanager
+def bare_worker(url: str) -> Iterator[tuple[Celery, str]]:
+    """A client, and the name of one worker in Celery's default configuration serving
+    NOOP_QUEUE alone; the worker is stopped on the way out."""
+    app = make_app(url, url)
+    with tempfile.TemporaryDirectory(prefix="ladder-bare-") as folder:
+        workers = CeleryWorkers(url, url, replace(DEFAULT_WORKER, queue=NOOP_QUEUE), Path(folder))
+        try:
+            workers.start()
+            yield app, workers.names()[0]
+        finally:
+            workers.stop()
+            app.close()
+
+
+def counted(job: PipelineJob, done: int, seconds: float, trips: Sequence[float] = ()) -> RunResult:
+    """A raw Celery limit's result: how many of job.items were done, in how long."""
+    return RunResult(
+        rung=RUNG,
+        workload=job.workload,
+        params=job.params(),
+        seconds=seconds,
+        throughput=done / seconds,
+        unit=job.unit,
+        verified=done == job.items,
+        expected=job.items,
+        got=done,
+        latency_ms=percentiles_ms(trips),
+    )
 
 
 def celery_noop(url: str, job: Job) -> RunResult:
@@ -225,37 +259,18 @@ def celery_noop(url: str, job: Job) -> RunResult:
     prefetch 4, acknowledged early), and the clock stops once the worker's own count of
     tasks run says all of them ran."""
     job = pipeline_job(job)
-    app = make_app(url, url)
-    noop = app.signature("tasks.noop", queue=NOOP_QUEUE)
-    with tempfile.TemporaryDirectory(prefix="ladder-noop-") as folder:
-        workers = CeleryWorkers(url, url, BARE_CELERY, Path(folder))
-        try:
-            workers.start()
-            worker = workers.names()[0]
-            before = noops_run(app, worker)
-            start = time.perf_counter()
-            for _ in range(job.items):
-                noop.apply_async()
-            ran = 0
-            while ran < job.items:
-                time.sleep(STATS_EVERY_S)
-                ran = noops_run(app, worker) - before
-                interrupt.check()
-            seconds = time.perf_counter() - start
-        finally:
-            workers.stop()
-            app.close()
-    return RunResult(
-        rung=RUNG,
-        workload=job.workload,
-        params=job.params(),
-        seconds=seconds,
-        throughput=ran / seconds,
-        unit=job.unit,
-        verified=ran == job.items,
-        expected=job.items,
-        got=ran,
-    )
+    with bare_worker(url) as (app, worker):
+        noop = app.signature("tasks.noop", queue=NOOP_QUEUE)
+        before = noops_run(app, worker)
+        start = time.perf_counter()
+        for _ in range(job.items):
+            noop.apply_async()
+        ran = 0
+        while ran < job.items:
+            time.sleep(STATS_EVERY_S)
+            ran = noops_run(app, worker) - before
+            interrupt.check()
+        return counted(job, ran, time.perf_counter() - start)
 
 
 def noops_run(app: Celery, worker: str) -> int:
@@ -270,35 +285,16 @@ def celery_round_trip(url: str, job: Job) -> RunResult:
     `tasks.sum_range(0, 1)` with apply_async to one worker in Celery's default
     configuration, wait for its result. Its latency is that round trip."""
     job = pipeline_job(job)
-    app = make_app(url, url)
-    task = app.signature("tasks.sum_range", (0, 1), queue=NOOP_QUEUE)
     trips: list[float] = []
-    with tempfile.TemporaryDirectory(prefix="ladder-trip-") as folder:
-        workers = CeleryWorkers(url, url, BARE_CELERY, Path(folder))
-        try:
-            workers.start()
-            task.apply_async().get(timeout=10)  # the first connection, before the clock
-            start = time.perf_counter()
-            for _ in range(job.items):
-                sent = time.perf_counter()
-                result = task.apply_async()
-                result.get(timeout=10)
-                trips.append(time.perf_counter() - sent)
-                result.forget()
-                interrupt.check()
-            seconds = time.perf_counter() - start
-        finally:
-            workers.stop()
-            app.close()
-    return RunResult(
-        rung=RUNG,
-        workload=job.workload,
-        params=job.params(),
-        seconds=seconds,
-        throughput=len(trips) / seconds,
-        unit=job.unit,
-        verified=len(trips) == job.items,
-        expected=job.items,
-        got=len(trips),
-        latency_ms=percentiles_ms(trips),
-    )
+    with bare_worker(url) as (app, _):
+        task = app.signature("tasks.sum_range", (0, 1), queue=NOOP_QUEUE)
+        task.apply_async().get(timeout=10)  # the first connection, before the clock
+        start = time.perf_counter()
+        for _ in range(job.items):
+            sent = time.perf_counter()
+            result = task.apply_async()
+            result.get(timeout=10)
+            trips.append(time.perf_counter() - sent)
+            result.forget()
+            interrupt.check()
+        return counted(job, len(trips), time.perf_counter() - start, trips)

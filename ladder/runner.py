@@ -16,7 +16,7 @@ from producers.broker_rung import BrokerRung
 
 def run(rung: Rung, job: Job, progress: Progress = no_progress) -> RunResult:
     """Run one job on a rung that is already started; the timer covers only the work."""
-    if isinstance(job, PipelineJob) and job.batch > 1 and not rung.batches:
+    if isinstance(job, PipelineJob) and job.batched and not rung.batches:
         batching = ", ".join(name for name, r in RUNGS.items() if r.batches)
         raise BadInput(f"--batch works on the {batching} rungs (got --rung {rung.name})")
     rung.prepare(job)

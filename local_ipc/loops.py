@@ -16,7 +16,15 @@ from ladder import interrupt
 from ladder.jobs import PipelineJob
 from ladder.results import Consumed
 from ladder.rung import PROGRESS_EVERY, Progress
-from tasks.workloads import STOP, batches, handle_batch, handle_item, make_item, sum_range
+from tasks.workloads import (
+    STOP,
+    batches,
+    handle_batch,
+    handle_item,
+    make_item,
+    make_message,
+    sum_range,
+)
 
 
 class Channel(Protocol):
@@ -28,14 +36,9 @@ def produce(channel: Channel, ids: range, job: PipelineJob) -> None:
     """Put one item per id, or lists of job.batch items; put blocks while the bounded
     channel is full (backpressure)."""
     payload = job.payload
-    if job.batch > 1:
+    if job.batched:
         for part in batches(ids, job.batch):
-            batch = []
-            for item_id in part:
-                if job.produce_ms:
-                    time.sleep(job.produce_ms / 1000)
-                batch.append(make_item(item_id, payload))
-            channel.put(batch)
+            channel.put(make_message(part, payload, True, job.produce_ms))
         return
     for item_id in ids:
         if job.produce_ms:

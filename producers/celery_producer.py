@@ -15,7 +15,6 @@ import os
 import time
 from collections.abc import Sequence
 from types import TracebackType
-from typing import Any
 
 from celery import chord, group
 
@@ -34,7 +33,7 @@ from producers.kombu_producer import room_check_every
 from producers.tickets import celery_tickets
 from tasks.celery_app import make_app
 from tasks.tickets import Sales
-from tasks.workloads import Item, batches, make_item
+from tasks.workloads import batches, make_message
 
 QUEUE = "celery"  # Celery's default queue: the Redis list the workers read
 TASK, BATCH_TASK = "tasks.handle_item", "tasks.handle_batch"
@@ -46,26 +45,17 @@ def produce(
     """Send one tasks.handle_item per id (tasks.handle_batch per job.batch ids), pausing
     while the queue holds queue_size messages."""
     client = make_app(url, backend_url)
-    task = client.signature(TASK if job.batch == 1 else BATCH_TASK)
+    task = client.signature(BATCH_TASK if job.batched else TASK)
     redis = broker.client(url, name=f"ladder-producer-{os.getpid()}", ride_out=True)
     payload = job.payload
     every = room_check_every(job.queue_size)
     for count, part in enumerate(batches(ids, job.batch)):
-        items = []
-        for item_id in part:
-            if job.produce_ms:
-                time.sleep(job.produce_ms / 1000)
-            items.append(make_item(item_id, payload))
+        message = make_message(part, payload, job.batched, job.produce_ms)
         if count % every == 0:
             while redis.llen(QUEUE) >= job.queue_size:
                 time.sleep(0.005)
-        task.apply_async(args(items, keys, job))
+        task.apply_async((message, keys.run_id, job.work_ms, job.work_kind))
         sent.value += len(part)
-
-
-def args(items: list[Item], keys: RunKeys, job: PipelineJob) -> tuple[Any, ...]:
-    """The task's arguments: one item, or the batch."""
-    return (items if job.batch > 1 else items[0], keys.run_id, job.work_ms, job.work_kind)
 
 
 def topology(job: Job, cores: int = os.cpu_count() or 1) -> Topology:
@@ -164,10 +154,10 @@ class CeleryRung(BrokerRung):
             keys.cleanup(url)
 
     def resend(self, keys: RunKeys, job: PipelineJob, ids: Sequence[int]) -> None:
-        task = self.client.signature(TASK if job.batch == 1 else BATCH_TASK)
-        for start in range(0, len(ids), job.batch):
-            items = [make_item(i, job.payload) for i in ids[start : start + job.batch]]
-            task.apply_async(args(items, keys, job))
+        task = self.client.signature(BATCH_TASK if job.batched else TASK)
+        for part in batches(ids, job.batch):
+            message = make_message(part, job.payload, job.batched)
+            task.apply_async((message, keys.run_id, job.work_ms, job.work_kind))
 
     def run_tickets(self, job: TicketsJob, progress: Progress = no_progress) -> Sales:
         """One tasks.buy_ticket per buyer, bought by the Celery workers from the Redis store."""

@@ -33,7 +33,7 @@ from local_ipc.processes import Child, stop_processes
 from producers.broker_rung import BrokerRung, SentCounter, Watch, sent_counter
 from producers.tickets import kombu_tickets
 from tasks.tickets import Sales
-from tasks.workloads import STOP, batches, make_item
+from tasks.workloads import STOP, batches, make_message
 
 log = logging.getLogger(__name__)
 
@@ -72,15 +72,11 @@ def put_share(channel: SimpleQueue, ids: range, job: PipelineJob, sent: SentCoun
     payload = job.payload
     every = room_check_every(job.queue_size)
     for count, part in enumerate(batches(ids[sent.value :], job.batch)):
-        items = []
-        for item_id in part:
-            if job.produce_ms:
-                time.sleep(job.produce_ms / 1000)
-            items.append(make_item(item_id, payload))
+        message = make_message(part, payload, job.batched, job.produce_ms)
         if count % every == 0:
             while qsize(channel) >= job.queue_size:
                 time.sleep(0.005)
-        channel.put(items if job.batch > 1 else items[0])
+        channel.put(message)
         sent.value += len(part)
 
 
@@ -149,9 +145,8 @@ class KombuRung(BrokerRung):
     def resend(self, keys: RunKeys, job: PipelineJob, ids: Sequence[int]) -> None:
         with connect(self.stack.url, self.settings.visibility_timeout_s) as connection:
             channel = connection.SimpleQueue(keys.items, serializer="json")
-            for start in range(0, len(ids), job.batch):
-                items = [make_item(i, job.payload) for i in ids[start : start + job.batch]]
-                channel.put(items if job.batch > 1 else items[0])
+            for part in batches(ids, job.batch):
+                channel.put(make_message(part, job.payload, job.batched))
 
     def run_tickets(self, job: TicketsJob, progress: Progress = no_progress) -> Sales:
         """Buyers as messages, job.workers consumer processes buying from the Redis store."""

@@ -94,10 +94,23 @@ def handle_batch(
     return handled
 
 
-def batches(ids: range, size: int) -> Iterator[range]:
+def batches(ids: Sequence[int], size: int) -> Iterator[Sequence[int]]:
     """ids in consecutive slices of at most `size`: what one message carries."""
     for start in range(0, len(ids), size):
         yield ids[start : start + size]
+
+
+def make_message(
+    ids: Sequence[int], payload: str, batched: bool, produce_ms: float = 0.0
+) -> Item | list[Item]:
+    """The message that carries ids: each item made (produce_ms apart, as a producer
+    makes them), a list of them when batched, else the one item (unpack's inverse)."""
+    items = []
+    for item_id in ids:
+        if produce_ms:
+            time.sleep(produce_ms / 1000)
+        items.append(make_item(item_id, payload))
+    return items if batched else items[0]
 
 
 def unpack(message: Item | list[Item]) -> list[Item] | tuple[Item]:

@@ -204,7 +204,7 @@ def test_a_latency_case_compares_the_p50_lower_being_better() -> None:
 def test_the_default_worker_case_runs_the_celery_rung_on_celerys_defaults() -> None:
     selected = {case.name: case for case in bench.cases(quick=True)}
     default = selected["celery pipeline, default worker"]
-    assert default.workers is not None and default.workers == bench.DEFAULT_WORKER
+    assert default.workers is not None and default.workers == limits.DEFAULT_WORKER
     assert (default.workers.instances, default.workers.pool) == (1, "prefork")
     against = selected["celery topology vs default"]
     assert (against.runs_of, against.limit) == ("celery pipeline", default.name)
