@@ -18,6 +18,8 @@ COPY local_ipc/ local_ipc/
 COPY producers/ producers/
 COPY consumers/ consumers/
 COPY ladder/ ladder/
+COPY servers/ servers/
+COPY peers/ peers/
 # No `embedded` extra: in compose, Redis is a service of its own.
 RUN pip install . && mkdir results && chown ladder:ladder results
 

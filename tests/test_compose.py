@@ -20,6 +20,7 @@ import shutil
 import subprocess
 import sys
 import time
+import tomllib
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator, Mapping
@@ -223,6 +224,15 @@ def test_the_demo_writes_results_through_a_bind_volume(resolved: Resolved) -> No
     # `ladder demo` writes to ./results in its working folder, the image's WORKDIR.
     workdirs = re.findall(r"^WORKDIR\s+(\S+)", (ROOT / "Dockerfile").read_text(), re.M)
     assert mounts(resolved.services["demo"])[f"{workdirs[-1]}/results"] == str(ROOT / "results")
+
+
+@pytest.mark.timeout(10)
+def test_the_image_copies_every_package_it_installs() -> None:
+    """`pip install .` in the image fails on a package pyproject names and no COPY brought."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    packages = set(project["tool"]["setuptools"]["packages"])
+    copied = re.findall(r"^COPY\s+(\w+)/\s", (ROOT / "Dockerfile").read_text(), re.M)
+    assert packages <= set(copied)
 
 
 @pytest.mark.timeout(60)
