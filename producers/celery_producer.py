@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from types import TracebackType
 
 from celery import chord, group
+from celery.exceptions import TimeoutError as CeleryTimeout
 
 from consumers.celery_workers import Topology
 from ladder import broker, interrupt
@@ -112,7 +113,15 @@ class CeleryRung(BrokerRung):
         header = result.parent
         shown, last_change = 0, time.monotonic()
         try:
-            while not result.ready():
+            while True:
+                try:
+                    # Woken by the result backend as soon as the total is stored, not
+                    # at the next poll; the wait is cut short only to show progress.
+                    total = int(result.get(timeout=POLL_S / 2, propagate=True))
+                    progress(job.n - shown)
+                    return total
+                except CeleryTimeout:
+                    pass
                 numbers = job.n * header.completed_count() // job.chunks
                 if numbers != shown:
                     progress(numbers - shown)
@@ -123,9 +132,6 @@ class CeleryRung(BrokerRung):
                         f"chunks done after {self.stall_s(job):.0f} s without progress"
                     )
                 interrupt.check()
-                time.sleep(POLL_S / 2)
-            progress(job.n - shown)
-            return int(result.get(propagate=True))
         finally:
             result.forget()
             header.forget()
