@@ -17,13 +17,21 @@ from ladder.broker import RunKeys, client
 from ladder.results import Consumed
 
 # For each (id, latency) pair: count the delivery; only the first one of an id goes on
-# the handled list. One round trip for a whole batch, atomic, so two consumers racing
-# on one redelivered id still record it once.
+# the handled list, a line "<id> <latency_s>" appended to one string (read back in one
+# GET, not one list element per item); a second one is counted as a redelivery. One
+# round trip for a whole batch, atomic, so two consumers racing on one redelivered id
+# still record it once.
 RECORD_ONCE = """
+local lines = {}
 for i = 1, #ARGV, 2 do
     if redis.call('HINCRBY', KEYS[1], ARGV[i], 1) == 1 then
-        redis.call('RPUSH', KEYS[2], ARGV[i] .. ' ' .. ARGV[i + 1])
+        lines[#lines + 1] = ARGV[i] .. ' ' .. ARGV[i + 1] .. '\\n'
+    else
+        redis.call('INCR', KEYS[3])
     end
+end
+if #lines > 0 then
+    redis.call('APPEND', KEYS[2], table.concat(lines))
 end
 """
 
@@ -43,17 +51,16 @@ class Recorder:
     def record_all(self, keys: RunKeys, handled: Sequence[tuple[int, float]]) -> None:
         """Record a batch of (id, latency_s) in one round trip."""
         args = [arg for item_id, latency_s in handled for arg in (item_id, f"{latency_s:.6f}")]
-        self.record_once(keys=[keys.deliveries, keys.handled], args=args)
+        self.record_once(keys=[keys.deliveries, keys.handled, keys.redeliveries], args=args)
 
     def count(self, keys: RunKeys) -> int:
         """Distinct items handled so far."""
-        return int(self.redis.llen(keys.handled))
+        return int(self.redis.hlen(keys.deliveries))
 
     def read(self, keys: RunKeys) -> Consumed:
         consumed = Consumed()
-        for entry in self.redis.lrange(keys.handled, 0, -1):
-            item_id, latency_s = entry.split()
+        for line in (self.redis.get(keys.handled) or "").splitlines():
+            item_id, latency_s = line.split()
             consumed.record(int(item_id), float(latency_s))
-        deliveries = [int(n) for n in self.redis.hvals(keys.deliveries)]
-        consumed.redelivered = sum(deliveries) - len(deliveries)
+        consumed.redelivered = int(self.redis.get(keys.redeliveries) or 0)
         return consumed

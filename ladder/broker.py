@@ -147,8 +147,13 @@ class RunKeys:
 
     @property
     def handled(self) -> str:
-        """One entry per item handled: "<id> <latency_s>", each id once."""
+        """A string of lines, one per item handled: "<id> <latency_s>", each id once."""
         return f"{self.prefix}handled"
+
+    @property
+    def redeliveries(self) -> str:
+        """How many deliveries were of an item already handled."""
+        return f"{self.prefix}redeliveries"
 
     @property
     def deliveries(self) -> str:

@@ -57,7 +57,7 @@ def settings(url: str) -> Settings:
 def handled_so_far(url: str) -> int:
     """Items handled in the run under way (this Redis serves one run at a time)."""
     redis = client(url)
-    return sum(int(redis.llen(key)) for key in redis.scan_iter(match="ladder:*:handled"))
+    return sum(int(redis.hlen(key)) for key in redis.scan_iter(match="ladder:*:deliveries"))
 
 
 def in_flight(url: str) -> int:
