@@ -48,6 +48,11 @@ def check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
         raise BadInput(f"{name} must be one of: {', '.join(choices)} (got {value!r})")
 
 
+def even_share(total: int, parts: int, part: int) -> range:
+    """Part number `part` of 0..total-1 split evenly into `parts` consecutive ranges."""
+    return range(total * part // parts, total * (part + 1) // parts)
+
+
 @dataclass(frozen=True)
 class SumJob:
     """1 + 2 + ... + n, cut into `chunks` ranges summed by `workers`."""
@@ -134,9 +139,7 @@ class PipelineJob:
 
     def share(self, producer: int) -> range:
         """The item ids producer number `producer` makes: an even split of 0..items-1."""
-        start = self.items * producer // self.producers
-        stop = self.items * (producer + 1) // self.producers
-        return range(start, stop)
+        return even_share(self.items, self.producers, producer)
 
     def params(self) -> dict[str, Any]:
         return asdict(self)
@@ -194,9 +197,7 @@ class TicketsJob:
 
     def share(self, worker: int) -> range:
         """The buyer ids worker number `worker` serves: an even split of 0..buyers-1."""
-        start = self.buyers * worker // self.workers
-        stop = self.buyers * (worker + 1) // self.workers
-        return range(start, stop)
+        return even_share(self.buyers, self.workers, worker)
 
     def params(self) -> dict[str, Any]:
         return asdict(self)

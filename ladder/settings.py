@@ -9,6 +9,10 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+# What a worker started from a plain shell, with no URL in its environment, serves: the
+# local Redis (rather than Celery's own default, an AMQP broker).
+FALLBACK_BROKER_URL = "redis://127.0.0.1:6379/0"
+
 
 @dataclass(frozen=True)
 class Settings:

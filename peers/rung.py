@@ -10,26 +10,25 @@ SimpleWorker process per consumer).
 from __future__ import annotations
 
 import importlib
-import math
 import os
+import subprocess
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 from ladder import procs
-from ladder.broker import RunKeys, client
+from ladder.broker import RunKeys
 from ladder.errors import BadInput
 from ladder.jobs import Job, PipelineJob
 from ladder.results import Consumed
 from ladder.rung import Progress, no_progress
 from ladder.settings import Settings
 from ladder.stack import Stack
-from producers.broker_rung import BrokerRung, SentCounter
-from producers.kombu_producer import room_check_every
-from tasks.workloads import make_message
+from producers.broker_rung import BrokerRung, SentCounter, send_all
+from producers.celery_producer import topology
+from tasks.workloads import Item, make_message
 
 PEERS = ("dramatiq", "huey", "rq")
 START_TIMEOUT_S = 60.0
@@ -52,22 +51,18 @@ def produce(
     """Send one task per id through the peer's own client, pausing while its queue holds
     queue_size messages, as the celery rung's producer does."""
     peer = load(name)
-    send = peer.sender(url)
-    redis = client(url, name=f"ladder-producer-{os.getpid()}", ride_out=True)
-    every = room_check_every(job.queue_size)
-    for count, item_id in enumerate(ids):
-        message = make_message([item_id], job.payload, False, job.produce_ms)
-        if count % every == 0:
-            while redis.llen(peer.QUEUE_KEY) >= job.queue_size:
-                time.sleep(0.005)
-        send(message, keys.run_id, job.work_ms, job.work_kind)
-        sent.value += 1
+    send_task = peer.sender(url)
+
+    def send(message: Item | list[Item]) -> None:
+        send_task(message, keys.run_id, job.work_ms, job.work_kind)
+
+    send_all(url, peer.QUEUE_KEY, send, ids, job, sent)
 
 
-def shape(job: PipelineJob, cores: int = os.cpu_count() or 1) -> tuple[int, int]:
-    """(processes, threads each) for job.consumers consumers."""
-    processes = min(job.consumers, cores)
-    return processes, math.ceil(job.consumers / processes)
+def shape(job: PipelineJob) -> tuple[int, int]:
+    """(processes, threads each) for job.consumers consumers: the celery rung's topology."""
+    workers = topology(job)
+    return workers.instances, workers.concurrency
 
 
 class PeerRung(BrokerRung):
@@ -81,7 +76,7 @@ class PeerRung(BrokerRung):
         self.peer = load(peer)
         self.name = peer  # type: ignore[misc]
         self.shape: tuple[int, int] | None = None
-        self.workers: list[Any] = []
+        self.workers: list[subprocess.Popen[bytes]] = []
 
     def prepare(self, job: Job) -> None:
         if not isinstance(job, PipelineJob):

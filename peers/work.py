@@ -7,11 +7,11 @@ import os
 
 from consumers.recorder import Recorder
 from ladder.broker import RunKeys
-from ladder.settings import Settings
+from ladder.settings import FALLBACK_BROKER_URL, Settings
 from tasks import workloads
 
 # A worker finds its broker where the celery workers find theirs: CELERY_BROKER_URL.
-BROKER_URL = Settings.load().broker_url or "redis://127.0.0.1:6379/0"
+BROKER_URL = Settings.load().broker_url or FALLBACK_BROKER_URL
 QUEUE = "ladder-peers"  # each peer's queue of that name: its own key in Redis
 
 

@@ -15,6 +15,7 @@ How a pipeline run over the broker ends, whatever went wrong on the way:
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 from collections.abc import Callable, Sequence
@@ -24,7 +25,7 @@ from typing import TYPE_CHECKING, Self, TypeAlias
 
 from consumers.recorder import Recorder
 from ladder import interrupt
-from ladder.broker import OUTAGE_ERRORS, RunKeys
+from ladder.broker import OUTAGE_ERRORS, RunKeys, client
 from ladder.errors import RunFailed
 from ladder.jobs import Job, PipelineJob
 from ladder.results import Consumed
@@ -32,6 +33,7 @@ from ladder.rung import Progress, Rung
 from ladder.settings import Settings
 from ladder.stack import Stack
 from local_ipc.processes import CONTEXT, Child, start_fork_server, stop_processes
+from tasks.workloads import Item, batches, make_message
 
 if TYPE_CHECKING:
     from multiprocessing.sharedctypes import Synchronized
@@ -46,6 +48,32 @@ POLL_S = 0.1
 RESEND_MARGIN_S = 10.0
 
 SentCounter: TypeAlias = "Synchronized[int]"
+
+
+def room_check_every(queue_size: int) -> int:
+    """How often a producer asks the queue's length: a Redis list has no maxsize."""
+    return max(1, min(100, queue_size // 4))
+
+
+def send_all(
+    url: str,
+    queue_key: str,
+    send: Callable[[Item | list[Item]], None],
+    ids: Sequence[int],
+    job: PipelineJob,
+    sent: SentCounter,
+) -> None:
+    """A task queue's producer: send(message) for the items of ids, job.batch per message,
+    pausing while the Redis list queue_key holds job.queue_size messages."""
+    redis = client(url, name=f"ladder-producer-{os.getpid()}", ride_out=True)
+    every = room_check_every(job.queue_size)
+    for count, part in enumerate(batches(ids, job.batch)):
+        message = make_message(part, job.payload, job.batched, job.produce_ms)
+        if count % every == 0:
+            while redis.llen(queue_key) >= job.queue_size:
+                time.sleep(0.005)
+        send(message)
+        sent.value += len(part)
 
 
 def sent_counter() -> SentCounter:

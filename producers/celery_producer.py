@@ -20,7 +20,7 @@ from celery import chord, group
 from celery.exceptions import TimeoutError as CeleryTimeout
 
 from consumers.celery_workers import Topology
-from ladder import broker, interrupt
+from ladder import interrupt
 from ladder.broker import RunKeys
 from ladder.errors import RunFailed
 from ladder.jobs import Job, PipelineJob, SumJob, TicketsJob
@@ -28,12 +28,11 @@ from ladder.results import Consumed
 from ladder.rung import Progress, no_progress
 from ladder.settings import Settings
 from ladder.stack import Stack
-from producers.broker_rung import POLL_S, BrokerRung, SentCounter
-from producers.kombu_producer import room_check_every
+from producers.broker_rung import POLL_S, BrokerRung, SentCounter, send_all
 from producers.tickets import celery_tickets
 from tasks.celery_app import make_app
 from tasks.tickets import Sales
-from tasks.workloads import batches, make_message
+from tasks.workloads import Item, batches, make_message
 
 QUEUE = "celery"  # Celery's default queue: the Redis list the workers read
 TASK, BATCH_TASK = "tasks.handle_item", "tasks.handle_batch"
@@ -44,18 +43,12 @@ def produce(
 ) -> None:
     """Send one tasks.handle_item per id (tasks.handle_batch per job.batch ids), pausing
     while the queue holds queue_size messages."""
-    client = make_app(url, backend_url)
-    task = client.signature(BATCH_TASK if job.batched else TASK)
-    redis = broker.client(url, name=f"ladder-producer-{os.getpid()}", ride_out=True)
-    payload = job.payload
-    every = room_check_every(job.queue_size)
-    for count, part in enumerate(batches(ids, job.batch)):
-        message = make_message(part, payload, job.batched, job.produce_ms)
-        if count % every == 0:
-            while redis.llen(QUEUE) >= job.queue_size:
-                time.sleep(0.005)
+    task = make_app(url, backend_url).signature(BATCH_TASK if job.batched else TASK)
+
+    def send(message: Item | list[Item]) -> None:
         task.apply_async((message, keys.run_id, job.work_ms, job.work_kind))
-        sent.value += len(part)
+
+    send_all(url, QUEUE, send, ids, job, sent)
 
 
 def topology(job: Job, cores: int = os.cpu_count() or 1) -> Topology:

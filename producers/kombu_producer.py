@@ -30,17 +30,12 @@ from ladder.results import Consumed
 from ladder.rung import Progress, no_progress
 from local_ipc.loops import collect, put_all
 from local_ipc.processes import Child, stop_processes
-from producers.broker_rung import BrokerRung, SentCounter, Watch, sent_counter
+from producers.broker_rung import BrokerRung, SentCounter, Watch, room_check_every, sent_counter
 from producers.tickets import kombu_tickets
 from tasks.tickets import Sales
 from tasks.workloads import STOP, batches, make_message
 
 log = logging.getLogger(__name__)
-
-
-def room_check_every(queue_size: int) -> int:
-    """How often a producer asks the queue's length: a Redis list has no maxsize."""
-    return max(1, min(100, queue_size // 4))
 
 
 def qsize(channel: SimpleQueue) -> int:

@@ -16,13 +16,9 @@ from celery.worker.consumer import Consumer
 
 from consumers.recorder import Recorder
 from ladder.broker import RunKeys, client, transport_options
-from ladder.settings import Settings
+from ladder.settings import FALLBACK_BROKER_URL, Settings
 from tasks import workloads
 from tasks.tickets import RedisTickets
-
-# A worker started from a plain shell with no URL in its environment serves the
-# local Redis rather than Celery's own default, an AMQP broker.
-FALLBACK_BROKER_URL = "redis://127.0.0.1:6379/0"
 
 CONFIG: dict[str, Any] = {
     # JSON only: a pickle message could run code in the worker, so it is refused.

@@ -40,6 +40,7 @@ from ladder.stack import RedisServer
 from local_ipc.processes import Child, stop_processes
 from tasks.celery_app import make_app
 from tasks.workloads import STOP, make_item
+from tests.watch import wait_for
 
 CELERY_QUEUE = "celery"
 # kombu's Redis transport keeps what was taken but not yet acknowledged here.
@@ -48,18 +49,7 @@ BEFORE, AFTER, BAD = 1, 2, 9
 # Long enough that nothing comes back by the visibility timeout within a case: a bad
 # message held unacknowledged shows as held, not as redelivered.
 VISIBILITY_TIMEOUT_S = 60.0
-WAIT_S = 20.0
 MB = 1 << 20
-
-
-def wait_for(condition_met: Callable[[], bool], timeout_s: float = WAIT_S) -> bool:
-    """Poll until condition_met() holds (True), or timeout_s passes (False)."""
-    deadline = time.monotonic() + timeout_s
-    while not condition_met():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
 
 
 def in_db(url: str, db: int) -> str:

@@ -8,8 +8,7 @@ stack, which starts and stops its own, is tested on its own.
 from __future__ import annotations
 
 import re
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
@@ -27,6 +26,7 @@ from ladder.settings import Settings
 from producers.broker_rung import BrokerRung
 from tasks.workloads import make_item
 from tests.proctree import running
+from tests.watch import Counter, wait_for
 
 BROKER_RUNGS = [name for name, rung in RUNGS.items() if issubclass(rung, BrokerRung)]
 JSON_ONLY = {
@@ -53,16 +53,6 @@ def open_rung(name: str, redis_url: str, request: pytest.FixtureRequest) -> Rung
 def rung(request: pytest.FixtureRequest, redis_url: str) -> Iterator[Rung]:
     with open_rung(request.param, redis_url, request) as started:
         yield started
-
-
-class Counter:
-    """A Progress that adds up what it is told (the broker rungs call it from one thread)."""
-
-    def __init__(self) -> None:
-        self.total = 0
-
-    def __call__(self, n: int) -> None:
-        self.total += n
 
 
 def check_verified(rung: Rung, job: Job, result: RunResult, progress: Counter) -> None:
@@ -205,16 +195,6 @@ def new_log_text(since: dict[Path, int]) -> str:
             f.seek(since[log])
             text += f.read().decode(errors="replace")
     return text
-
-
-def wait_for(condition_met: Callable[[], bool], timeout_s: float) -> bool:
-    """Poll until condition_met() holds (True), or timeout_s passes (False)."""
-    deadline = time.monotonic() + timeout_s
-    while not condition_met():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
 
 
 REFUSAL = (

@@ -173,7 +173,11 @@ def bad_input_runs() -> Runs:
 def test_bad_input_is_one_line_and_exit_2(
     bad_input_runs: Runs, args: list[str], names: str
 ) -> None:
-    done = bad_input_runs[tuple(args)]
+    check_bad_input(bad_input_runs[tuple(args)], names)
+
+
+def check_bad_input(done: subprocess.CompletedProcess[str], names: str) -> None:
+    """One line on stderr, naming what is wrong, nothing on stdout, exit 2."""
     assert done.returncode == 2, (done.stdout, done.stderr)
     assert done.stdout == ""
     lines = done.stderr.splitlines()

@@ -6,7 +6,6 @@ rungs join the registry later and need a broker, which this module does not star
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from multiprocessing.queues import Queue
 
@@ -20,6 +19,7 @@ from ladder.rung import Rung
 from ladder.runner import run
 from local_ipc.processes import CONTEXT
 from tasks.workloads import WorkKind
+from tests.watch import Counter
 
 LOCAL_RUNGS = [name for name, rung in RUNGS.items() if rung.__module__.startswith("local_ipc")]
 
@@ -42,18 +42,6 @@ def test_every_local_rung_is_found() -> None:
 def rung(request: pytest.FixtureRequest) -> Iterator[Rung]:
     with RUNGS[request.param]() as started:
         yield started
-
-
-class Counter:
-    """A Progress that adds up what it is told, from any thread."""
-
-    def __init__(self) -> None:
-        self.total = 0
-        self._lock = threading.Lock()
-
-    def __call__(self, n: int) -> None:
-        with self._lock:
-            self.total += n
 
 
 def run_verified(rung: Rung, job: Job) -> RunResult:

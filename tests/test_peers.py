@@ -5,8 +5,6 @@ left running; JSON on the wire; the bench's peer cases read against the celery r
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import zlib
 from collections.abc import Iterator
 
@@ -23,6 +21,7 @@ from ladder.settings import Settings
 from ladder.stack import Stack
 from peers.rung import PEERS, PeerRung, load
 from tests.proctree import running
+from tests.test_cli import check_bad_input, ladder
 
 NO_WORK = PipelineJob(items=300, producers=1, consumers=2, payload_bytes=16)
 IO = PipelineJob(items=120, producers=1, consumers=4, work_ms=5)
@@ -108,11 +107,4 @@ def test_the_peer_cases_read_against_the_celery_rung() -> None:
 
 @pytest.mark.timeout(30)
 def test_peers_and_memory_are_refused_together_in_one_line() -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "ladder.cli", "bench", "--peers", "--memory"],
-        capture_output=True,
-        text=True,
-    )
-    assert done.returncode == 2
-    assert done.stderr.count("\n") == 1 and "--peers" in done.stderr
-    assert "Traceback" not in done.stderr
+    check_bad_input(ladder("bench", "--peers", "--memory"), "--peers")

@@ -8,7 +8,6 @@ little; the unsafe runs use a gap long enough that buyers always overlap in it.
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -25,7 +24,8 @@ from ladder.settings import Settings
 from local_ipc import deadlock
 from producers.broker_rung import BrokerRung
 from tasks.tickets import RedisTickets, Sales
-from tests.test_cli import ladder
+from tests.test_cli import check_bad_input, ladder
+from tests.watch import Counter
 
 LOCAL_RUNGS = [name for name, rung in RUNGS.items() if rung.__module__.startswith("local_ipc")]
 BROKER_RUNGS = [name for name, rung in RUNGS.items() if issubclass(rung, BrokerRung)]
@@ -40,18 +40,6 @@ UNSAFE = TicketsJob(tickets=10, buyers=40, workers=8, gap_ms=20.0, unsafe=True)
 def test_every_rung_is_found() -> None:
     assert RACY_LOCAL_RUNGS == ["threads", "processes", "thread-pool", "process-pool", "asyncio"]
     assert BROKER_RUNGS == ["kombu", "celery"]
-
-
-class Counter:
-    """A Progress that adds up what it is told, from any thread."""
-
-    def __init__(self) -> None:
-        self.total = 0
-        self._lock = threading.Lock()
-
-    def __call__(self, n: int) -> None:
-        with self._lock:
-            self.total += n
 
 
 def check_safe(rung: Rung, job: TicketsJob) -> RunResult:
@@ -290,13 +278,7 @@ TICKETS = ["run", "--rung", "threads", "--workload", "tickets"]
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(args: list[str], names: str) -> None:
-    done = ladder(*args)
-    assert done.returncode == 2, (done.stdout, done.stderr)
-    assert done.stdout == ""
-    lines = done.stderr.splitlines()
-    assert len(lines) == 1, done.stderr
-    assert lines[0].startswith("ladder: error: ")
-    assert names in lines[0]
+    check_bad_input(ladder(*args), names)
 
 
 @pytest.mark.timeout(30)
