@@ -32,7 +32,7 @@ from ladder.rung import Progress, Rung, no_progress
 from ladder.runner import open_rung, run
 from ladder.settings import Settings
 from ladder.stack import Stack
-from local_ipc.processes import CONTEXT
+from local_ipc.processes import CONTEXT, quiet_child
 from peers.rung import PEERS, PeerRung
 from producers.broker_rung import BrokerRung
 from producers.celery_producer import CeleryRung
@@ -106,7 +106,7 @@ def raw_parallel_sum(job: Job) -> RunResult:
     """What the cores give: job.workers plain processes each add a share of 1..N, no
     queue and no ladder in between, their pool started before the clock."""
     assert isinstance(job, SumJob)
-    with CONTEXT.Pool(job.workers) as pool:
+    with CONTEXT.Pool(job.workers, initializer=quiet_child) as pool:
         pool.starmap(sum_range, [(0, 1)] * job.workers)
         start = time.perf_counter()
         total = sum(pool.starmap(sum_range, chunk_ranges(job.n, job.workers)))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import os
 import signal
 import socket
@@ -23,10 +24,17 @@ from ladder.errors import RunFailed
 PR_SET_PDEATHSIG = 1
 
 
-def die_with_parent() -> None:
-    """Ask Linux for SIGTERM when this process's parent dies, however it dies."""
+def die_with_parent(parent: int | None = None) -> None:
+    """Ask Linux for SIGTERM when this process's parent dies, however it dies.
+
+    `parent` is the pid the caller expects as its parent: if that one died before the
+    request was made, the request would watch whoever adopted us, so we exit at once.
+    """
+    parent = os.getppid() if parent is None else parent
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent:
+        os._exit(1)
 
 
 def free_port() -> int:
@@ -48,7 +56,7 @@ def spawn(
             stderr=subprocess.STDOUT,
             env=dict(env) if env is not None else None,
             start_new_session=True,
-            preexec_fn=die_with_parent,
+            preexec_fn=functools.partial(die_with_parent, os.getpid()),
         )
 
 

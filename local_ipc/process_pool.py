@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from concurrent.futures import Executor, ProcessPoolExecutor
 from contextlib import AbstractContextManager, contextmanager
+from multiprocessing.managers import SyncManager
 from typing import Any
 
 from ladder.jobs import Job
@@ -37,5 +38,7 @@ class ProcessPoolRung(PoolRung):
         # A submitted call is pickled: a plain dict would arrive as a copy, and a
         # threading.Lock cannot be pickled at all. A manager's proxies pickle as the
         # address of the one dict and the one lock, kept in the manager's process.
-        with CONTEXT.Manager() as manager:
+        manager = SyncManager(ctx=CONTEXT)
+        manager.start(initializer=quiet_child)
+        with manager:
             yield MappingStore(manager.dict(tickets=tickets)), manager.Lock()

@@ -16,6 +16,7 @@ import contextlib
 import multiprocessing
 import multiprocessing.context
 import multiprocessing.forkserver
+import os
 import signal
 import tempfile
 import time
@@ -26,6 +27,7 @@ from multiprocessing.sharedctypes import Synchronized
 from multiprocessing.synchronize import Barrier, Lock
 from pathlib import Path
 from threading import BrokenBarrierError
+from typing import Any
 
 from ladder import procs
 from ladder.jobs import Job, PipelineJob, SumJob, TicketsJob
@@ -72,11 +74,23 @@ def start_fork_server() -> None:
 
 def quiet_child() -> None:
     """In a child: Ctrl-C and SIGTERM are the parent's to handle; it stops its children.
-    A child the parent could not stop (one whose start a signal cut short) still ends
-    with the fork server, its own parent, which ends with ours."""
+
+    A child the parent could not stop (the parent was killed with SIGKILL, say) still
+    ends with it. The child's own parent is the fork server, which lives as long as
+    some process holds its "alive" pipe: the parent, and by default every child too, so
+    that a child could start children of its own. Ours start none, so each lets go of
+    the pipe: the fork server then exits with the parent, and the child, told to by
+    Linux, with the fork server.
+    """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     procs.die_with_parent()
+    # The pipe's write end, as the fork server handed it to this child (CPython keeps it
+    # here; there is no public way to let go of it).
+    server: Any = multiprocessing.forkserver._forkserver
+    if server._forkserver_alive_fd is not None:
+        os.close(server._forkserver_alive_fd)
+        server._forkserver_alive_fd = None
 
 
 def process_pool(workers: int) -> ProcessPoolExecutor:
