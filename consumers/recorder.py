@@ -21,7 +21,15 @@ from ladder.results import Consumed
 # GET, not one list element per item); a second one is counted as a redelivery. One
 # round trip for a whole batch, atomic, so two consumers racing on one redelivered id
 # still record it once.
+#
+# Only while the run is alive (its `alive` key, see RunKeys.lease): a consumer that was
+# frozen and wakes after its run ended records nothing, rather than make the run's keys
+# again; what it writes lives as long as the run's lease.
 RECORD_ONCE = """
+local lease = redis.call('PTTL', KEYS[4])
+if lease == -2 then
+    return 0
+end
 local lines = {}
 for i = 1, #ARGV, 2 do
     if redis.call('HINCRBY', KEYS[1], ARGV[i], 1) == 1 then
@@ -33,6 +41,12 @@ end
 if #lines > 0 then
     redis.call('APPEND', KEYS[2], table.concat(lines))
 end
+if lease > 0 then
+    for i = 1, 3 do
+        redis.call('PEXPIRE', KEYS[i], lease)
+    end
+end
+return 1
 """
 
 
@@ -45,13 +59,15 @@ class Recorder:
         self.redis: redis.Redis = client(url, name, ride_out)
         self.record_once = self.redis.register_script(RECORD_ONCE)
 
-    def record(self, keys: RunKeys, item_id: int, latency_s: float) -> None:
-        self.record_all(keys, [(item_id, latency_s)])
+    def record(self, keys: RunKeys, item_id: int, latency_s: float) -> bool:
+        return self.record_all(keys, [(item_id, latency_s)])
 
-    def record_all(self, keys: RunKeys, handled: Sequence[tuple[int, float]]) -> None:
-        """Record a batch of (id, latency_s) in one round trip."""
+    def record_all(self, keys: RunKeys, handled: Sequence[tuple[int, float]]) -> bool:
+        """Record a batch of (id, latency_s) in one round trip; False when the run is over
+        and nothing was recorded."""
         args = [arg for item_id, latency_s in handled for arg in (item_id, f"{latency_s:.6f}")]
-        self.record_once(keys=[keys.deliveries, keys.handled, keys.redeliveries], args=args)
+        names = [keys.deliveries, keys.handled, keys.redeliveries, keys.alive]
+        return bool(self.record_once(keys=names, args=args))
 
     def count(self, keys: RunKeys) -> int:
         """Distinct items handled so far."""

@@ -6,21 +6,30 @@ cleanup of a run is one SCAN.
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import threading
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import redis
-from kombu.exceptions import OperationalError
+from kombu.exceptions import KombuError, OperationalError
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-from ladder.errors import BadInput, RunFailed
+from ladder.errors import RunFailed
+from ladder.urls import mask_url
+
+log = logging.getLogger("ladder")
 
 PREFIX = "ladder:"
-SCHEMES = ("redis", "rediss")
 CONNECT_TIMEOUT_S = 3.0
+# How long a command may wait for its answer: a broker that is frozen (stopped, swapped
+# out) rather than down would otherwise hang every client for good. Our commands answer
+# in milliseconds; none of them blocks on the server.
+COMMAND_TIMEOUT_S = 10.0
 
 # What a broker that is down, restarting or still loading its data raises: to redis-py
 # (BusyLoadingError is a ConnectionError), to kombu, and to the socket underneath.
@@ -30,39 +39,11 @@ OUTAGE_ERRORS: tuple[type[Exception], ...] = (
     OperationalError,
     ConnectionError,
 )
+# What any failure of the broker raises, an outage or a refusal (OOM, READONLY, NOPERM).
+BROKER_ERRORS: tuple[type[Exception], ...] = (redis.RedisError, KombuError, *OUTAGE_ERRORS)
 # How long a client made to ride out outages keeps retrying one command before it gives
 # up: long enough for a Redis restart, which reloads its append-only file.
 RIDE_OUT_S = 60.0
-
-
-def mask_url(url: str) -> str:
-    """The URL with its password replaced by ***, for every message and log line."""
-    try:
-        parts = urlsplit(url)
-        if parts.password is None:
-            return url
-        user = parts.username or ""
-        host = parts.hostname or ""
-        port = f":{parts.port}" if parts.port else ""
-        return urlunsplit(parts._replace(netloc=f"{user}:***@{host}{port}"))
-    except ValueError:
-        return "<unparseable URL>"
-
-
-def check_url(url: str) -> str:
-    """Raise BadInput unless url is a usable redis:// or rediss:// URL; return it."""
-    example = "redis://[:password@]host[:port][/db]"
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-        db = parts.path.lstrip("/")
-    except ValueError:
-        raise BadInput(f"broker URL must look like {example} (got {mask_url(url)})") from None
-    if parts.scheme not in SCHEMES or not parts.hostname:
-        raise BadInput(f"broker URL must look like {example} (got {mask_url(url)})")
-    if port == 0 or (db and not db.isdigit()):
-        raise BadInput(f"broker URL must look like {example} (got {mask_url(url)})")
-    return url
 
 
 def transport_options(visibility_timeout_s: float) -> dict[str, float]:
@@ -85,8 +66,8 @@ def transport_options(visibility_timeout_s: float) -> dict[str, float]:
 
 
 def client(url: str, name: str | None = None, ride_out: bool = False) -> redis.Redis:
-    """A Redis client that fails fast instead of hanging on a dead broker; `name` shows
-    in Redis's CLIENT LIST, to tell who is connected.
+    """A Redis client that fails fast instead of hanging on a dead or frozen broker;
+    `name` shows in Redis's CLIENT LIST, to tell who is connected.
 
     With ride_out, a command that meets a broker outage is retried (backing off to one
     try a second) for up to RIDE_OUT_S: a worker recording an item waits for a
@@ -101,25 +82,67 @@ def client(url: str, name: str | None = None, ride_out: bool = False) -> redis.R
         url,
         client_name=name,
         socket_connect_timeout=CONNECT_TIMEOUT_S,
+        socket_timeout=COMMAND_TIMEOUT_S,
         health_check_interval=30,
         decode_responses=True,
         **options,
     )
 
 
-def ping(url: str) -> None:
-    """Raise RunFailed, naming the broker, unless it answers within a few seconds."""
+# Every write a run makes, tried once on a key of its own: a read-only replica, a user
+# whose ACL forbids EVAL or writes, and a server out of memory each refuse it here, before
+# the run, rather than in the middle of it.
+PROBE = """
+redis.call('SET', KEYS[1], '1', 'PX', 1000)
+redis.call('HINCRBY', KEYS[2], 'probe', 1)
+redis.call('APPEND', KEYS[3], 'probe')
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+return 1
+"""
+
+
+def ping(url: str, what: str = "broker") -> None:
+    """Raise RunFailed, in one line naming the broker (or result backend: `what`) and
+    what is wrong, unless it answers within seconds and takes the writes a run makes."""
     try:
-        client(url).ping()
-    except redis.AuthenticationError:
-        raise RunFailed(f"the broker at {mask_url(url)} refused the password") from None
-    except redis.ResponseError as error:
-        if "NOAUTH" in str(error) or "AUTH" in str(error):
-            raise RunFailed(f"the broker at {mask_url(url)} needs a password") from None
-        raise RunFailed(f"the broker at {mask_url(url)} answered: {error}") from None
-    except (redis.ConnectionError, redis.TimeoutError, OSError) as error:
-        reason = str(error).split(". ")[0] or type(error).__name__
-        raise RunFailed(f"cannot reach the broker at {mask_url(url)}: {reason}") from None
+        r = client(url)
+        r.ping()
+        probe = RunKeys.new().prefix + "probe"
+        r.eval(PROBE, 3, f"{probe}:string", f"{probe}:hash", f"{probe}:append")
+    except (redis.RedisError, OSError) as error:
+        raise RunFailed(describe(error, url, what)) from None
+
+
+def describe(error: BaseException, url: str, what: str = "broker") -> str:
+    """One line for a broker that failed a command: what it means, never the password."""
+    where = mask_url(url)
+    the = f"the {what} at {where}"
+    said = " ".join(str(error).split())[:200]
+    if isinstance(error, redis.AuthenticationError) or "WRONGPASS" in said:
+        return f"{the} refused the password"
+    if "NOAUTH" in said:
+        return f"{the} needs a password"
+    if isinstance(error, redis.exceptions.NoPermissionError) or said.startswith("NOPERM"):
+        return f"{the} refused a command this user may not run ({said})"
+    if isinstance(error, redis.exceptions.ReadOnlyError) or said.startswith("READONLY"):
+        return f"{the} is a read-only replica: give the primary's URL"
+    if isinstance(error, redis.exceptions.OutOfMemoryError) or said.startswith("OOM"):
+        return (
+            f"{the} is out of memory (its maxmemory is reached and it "
+            "evicts nothing): free some, or raise maxmemory"
+        )
+    if said.startswith("MISCONF"):
+        return f"{the} refuses writes: it cannot save its data ({said})"
+    if isinstance(error, redis.ConnectionError | redis.TimeoutError | OSError):
+        reason = said.split(". ")[0] or type(error).__name__
+        return f"cannot reach the {what} at {where}: {reason}"
+    return f"{the} answered: {said or type(error).__name__}"
+
+
+# How long a run's keys outlive the last sign that the run is alive: a run that was
+# killed leaves them for this long, no longer. The run renews them every LEASE_EVERY_S.
+LEASE_S = 600
+LEASE_EVERY_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -160,12 +183,64 @@ class RunKeys:
         """A hash: how many times each item id was delivered and handled."""
         return f"{self.prefix}deliveries"
 
+    @property
+    def alive(self) -> str:
+        """Set while the run is under way: consumers record nothing for a run without it."""
+        return f"{self.prefix}alive"
+
+    def names(self) -> list[str]:
+        """Every key the run may make: its own, its queues', and kombu's bindings of them."""
+        own = ["alive", "handled", "deliveries", "redeliveries", "tickets", "answers"]
+        own += ["tickets-lock", "buyers-ready"]
+        queues = [self.queue(name) for name in QUEUES]
+        bindings = [f"_kombu.{table}.{queue}" for queue in queues for table in BINDING_TABLES]
+        return [*(self.prefix + name for name in own), *queues, *bindings]
+
+    @contextlib.contextmanager
+    def lease(self, url: str) -> Iterator[None]:
+        """The run's keys, alive while the block runs and deleted after it; should this
+        process die first, they expire within LEASE_S.
+
+        A thread renews them every LEASE_EVERY_S: every name the run may use, those made
+        since the last renewal included. A broker that cannot be reached at the end is
+        left to expire the keys itself, with a note on stderr.
+        """
+        stop = threading.Event()
+        r = client(url, name=f"ladder-lease-{self.run_id}")
+        try:
+            r.set(self.alive, "1", ex=LEASE_S)
+        except (redis.RedisError, OSError) as error:
+            raise RunFailed(describe(error, url)) from None
+
+        def renew() -> None:
+            names = self.names()
+            while not stop.wait(LEASE_EVERY_S):
+                with contextlib.suppress(redis.RedisError, OSError):
+                    pipe = r.pipeline(transaction=False)
+                    for name in names:
+                        pipe.expire(name, LEASE_S)
+                    pipe.execute()
+
+        renewer = threading.Thread(target=renew, name=f"lease-{self.run_id}", daemon=True)
+        renewer.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            renewer.join()
+            try:
+                self.cleanup(url)
+            except (redis.RedisError, OSError) as error:
+                log.warning(
+                    "left the run's keys to expire in %d s: %s", LEASE_S, describe(error, url)
+                )
+
     def cleanup(self, url: str) -> None:
         """Delete every key of this run, and the bindings kombu made for its queues."""
-        r = client(url)
-        # kombu >= 5.7 keeps a second binding table per exchange, _kombu.binding_permanent.
-        bindings = [f"_kombu.{table}.{self.prefix}*" for table in ("binding", "binding_permanent")]
-        for pattern in (f"{self.prefix}*", *bindings):
-            keys = list(r.scan_iter(match=pattern, count=1000))
-            if keys:
-                r.delete(*keys)
+        client(url).delete(*self.names())
+
+
+# The kombu queues a run may declare, and the tables in which kombu keeps an exchange's
+# bindings (kombu >= 5.7 keeps a second one, binding_permanent).
+QUEUES = ("items", "chunks", "totals", "buyers")
+BINDING_TABLES = ("binding", "binding_permanent")

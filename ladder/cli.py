@@ -27,12 +27,13 @@ from ladder.demo import write as write_demo
 from ladder.errors import BadInput, LadderError
 from ladder.findings import findings
 from ladder.jobs import TICKET_LOCKS, Job, PipelineJob, SumJob, TicketsJob
+from ladder.output import guard_stdout
 from ladder.registry import RUNGS, WORKLOADS, get_rung
 from ladder.report import bench_table, comparison_table, fmt_rate, print_result, to_json
 from ladder.results import RunResult
 from ladder.rung import Progress as Advance
 from ladder.runner import open_rung, run
-from ladder.settings import Settings
+from ladder.settings import Settings, forget_celery_urls
 from ladder.stack import FLOWER_PORT, Stack
 from local_ipc import deadlock
 from peers.rung import PEERS
@@ -101,7 +102,10 @@ def rung_name(text: str) -> str:
 
 
 def rung_list(text: str) -> list[str]:
-    return [rung_name(name.strip()) for name in text.split(",") if name.strip()]
+    names = [rung_name(name.strip()) for name in text.split(",") if name.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError(f"must name at least one rung of: {', '.join(RUNGS)}")
+    return names
 
 
 def build_parser() -> Parser:
@@ -133,7 +137,10 @@ def build_parser() -> Parser:
         "--hold", action="store_true", help="keep Redis, workers, Flower up until Ctrl-C"
     )
     demo.add_argument(
-        "--flower-port", type=whole, default=FLOWER_PORT, help="(default %(default)s)"
+        "--flower-port",
+        type=port_number,
+        default=FLOWER_PORT,
+        help="0 picks a free one (default %(default)s; another if it is taken)",
     )
     demo.add_argument("--no-flower", action="store_true", help="do not start Flower")
     demo.add_argument(
@@ -313,7 +320,9 @@ def add_job_options(parser: argparse.ArgumentParser) -> None:
 
 def add_shared_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--broker", help="broker URL (default: $CELERY_BROKER_URL, else a private Redis)"
+        "--broker",
+        metavar="URL|@FILE",
+        help="broker URL, or @FILE holding it (default: $CELERY_BROKER_URL, else a private Redis)",
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object, nothing else")
 
@@ -376,7 +385,7 @@ def progress_bar(
         yield lambda n: bar.advance(task, n)
 
 
-def cmd_rungs(args: argparse.Namespace, out: Console) -> int:
+def cmd_rungs(args: argparse.Namespace, settings: Settings, out: Console) -> int:
     table = Table(
         "rung", "what it teaches", title="The ladder, bottom to top", title_justify="left"
     )
@@ -401,22 +410,39 @@ def check_lock(args: argparse.Namespace) -> None:
         )
 
 
-def cmd_run(args: argparse.Namespace, out: Console) -> int:
+def cmd_run(args: argparse.Namespace, settings: Settings, out: Console) -> int:
     job = make_job(args.workload, args)
     check_lock(args)
-    settings = Settings.load(broker=args.broker)
     err = Console(stderr=True)
     show = err.is_terminal and not args.json
     with ExitStack() as cleanup:
         # Starting a broker and workers takes seconds: say so while it happens.
         with err.status(f"starting the {args.rung} rung") if show else nullcontext():
             rung = cleanup.enter_context(open_rung(args.rung, settings))
-            rung.prepare(job)
+            with rung.failures():
+                rung.prepare(job)
         label = f"{job.workload} on {args.rung}"
         with progress_bar(err, label, job.size, enabled=show) as advance:
             result = run(rung, job, advance)
     emit(result, args.json, out)
     return EXIT_OK if result.verified else EXIT_FAILED
+
+
+def save(
+    write: Callable[[], Sequence[Path]], problems: list[str], what: str = "the results"
+) -> list[Path]:
+    """The files write() wrote; a failure to write (a full disk, say) is kept in problems
+    in one line, and what was written before it stays."""
+    try:
+        return list(write())
+    except OSError as error:
+        where = error.filename or what
+        problems.append(f"cannot write {where}: {error.strerror or error}")
+        return []
+
+
+def written(paths: Sequence[Path]) -> str:
+    return "written: " + (", ".join(str(p) for p in paths) or "nothing")
 
 
 def writable_folder(folder: Path) -> Path:
@@ -430,19 +456,25 @@ def writable_folder(folder: Path) -> Path:
     return folder
 
 
-def cmd_demo(args: argparse.Namespace, out: Console) -> int:
+def cmd_demo(args: argparse.Namespace, settings: Settings, out: Console) -> int:
     writable_folder(args.out)
     err = Console(stderr=True)
     show = err.is_terminal and not args.json
     rows: list[Row] = []
     reported = False
+    problems: list[str] = []
 
     def announce(stack: Stack) -> None:
         if not args.json:
             where = "a private Redis" if stack.embedded else "the given broker"
             err.print(f"broker: {where} at {stack.masked_url}")
             if stack.flower:
-                err.print(f"Flower: {stack.flower.address}  (watch the tasks arrive)")
+                flower = stack.flower
+                err.print(
+                    f"Flower: {flower.address}  (user {flower.user}, password {flower.password}; "
+                    "watch the tasks arrive)",
+                    highlight=False,
+                )
 
     def report() -> None:
         nonlocal reported
@@ -452,14 +484,17 @@ def cmd_demo(args: argparse.Namespace, out: Console) -> int:
         # matplotlib takes most of a second to import: only the demo's report needs it.
         from ladder.plot import plot_comparison
 
-        paths = [*write_demo(rows, args.out), plot_comparison(rows, args.out / "comparison.png")]
+        paths = save(lambda: write_demo(rows, args.out), problems)
+        if not problems:
+            plot = args.out / "comparison.png"
+            paths += save(lambda: [plot_comparison(rows, plot)], problems, str(plot))
         if args.json:
             print(json.dumps([{"workload_label": r.label, **r.result.to_dict()} for r in rows]))
         else:
             out.print(comparison_table(rows))
             for sentence in findings(rows, os.cpu_count() or 1):
                 out.print(f"- {sentence}")
-            out.print("written: " + ", ".join(str(p) for p in paths))
+            out.print(written(paths))
 
     def at_end() -> None:
         report()
@@ -469,7 +504,7 @@ def cmd_demo(args: argparse.Namespace, out: Console) -> int:
 
     try:
         for row in run_demo(
-            Settings.load(broker=args.broker),
+            settings,
             args.quick,
             args.rungs,
             lambda label, total: progress_bar(err, label, total, enabled=show),
@@ -488,8 +523,10 @@ def cmd_demo(args: argparse.Namespace, out: Console) -> int:
     finally:
         report()  # also when interrupted: what was measured is kept
     verified = bool(rows) and all(r.result.verified for r in rows)
-    if not args.no_servers and not demo_servers(args, out, err):
+    if not args.no_servers and not demo_servers(args, out, err, problems):
         verified = False
+    if problems:
+        fail(problems[0], EXIT_FAILED)
     return EXIT_OK if verified else EXIT_FAILED
 
 
@@ -497,7 +534,7 @@ def cmd_demo(args: argparse.Namespace, out: Console) -> int:
 DEMO_REQUESTS, DEMO_REQUESTS_QUICK = 20_000, 5_000
 
 
-def demo_servers(args: argparse.Namespace, out: Console, err: Console) -> bool:
+def demo_servers(args: argparse.Namespace, out: Console, err: Console, problems: list[str]) -> bool:
     """The demo's last section: the upper-case TCP server in each concurrency model,
     loaded at K = 1, 50 and 500 connections. True when every reply was right."""
     from servers.compare import compare, findings, progress_line, table
@@ -509,27 +546,31 @@ def demo_servers(args: argparse.Namespace, out: Console, err: Console) -> bool:
         on_row=lambda row: None if args.json else err.print(progress_line(row)),
     )
     path = args.out / "servers.json"
-    path.write_text(
-        json.dumps([{"model": r.model, **r.load.to_dict()} for r in rows], indent=2) + "\n"
-    )
+    records = [{"model": r.model, **r.load.to_dict()} for r in rows]
+
+    def write() -> list[Path]:
+        path.write_text(json.dumps(records, indent=2) + "\n")
+        return [path]
+
+    paths = save(write, problems)
     if not args.json:
         out.print(table(rows))
         for sentence in findings(rows):
             out.print(f"- {sentence}")
-        out.print(f"written: {path}")
+        out.print(written(paths))
     return all(row.load.ok for row in rows)
 
 
-def cmd_bench(args: argparse.Namespace, out: Console) -> int:
+def cmd_bench(args: argparse.Namespace, settings: Settings, out: Console) -> int:
     if sum((args.sweep, args.memory, args.hosts)) > 1:
         raise BadInput("--sweep, --memory and --hosts are different benches: choose one")
+    if args.repeat is not None and args.repeat < 1:
+        raise BadInput(f"--repeat must be at least 1 (got {args.repeat})")
     if args.sweep:
-        return bench_sweep(args, out)
+        return bench_sweep(args, settings, out)
     if args.hosts:
         return bench_hosts(args, out)
     repeat = args.repeat or (1 if args.memory else 3 if args.quick else 7)
-    if repeat < 1:
-        raise BadInput(f"--repeat must be at least 1 (got {repeat})")
     writable_folder(args.out)
     if args.peers and args.memory:
         raise BadInput("--peers adds cases to the bench; --memory is a different bench")
@@ -553,38 +594,44 @@ def cmd_bench(args: argparse.Namespace, out: Console) -> int:
         measured = bench.measure(
             selected,
             repeat,
-            Settings.load(broker=args.broker),
+            settings,
             tick,
             advance if args.memory else lambda n: None,
         )
     table = bench.rows(measured)
-    path = bench.write(table, args.out)
+    problems: list[str] = []
+    paths = save(lambda: [bench.write(table, args.out)], problems)
     if args.json:
         print(json.dumps(table))
     else:
         out.print(bench_table(table))
-        out.print(f"written: {path}")
+        out.print(written(paths))
+    if problems:
+        fail(problems[0], EXIT_FAILED)
     return EXIT_OK if all(row["verified"] for row in table) else EXIT_FAILED
 
 
-def bench_sweep(args: argparse.Namespace, out: Console) -> int:
+def bench_sweep(args: argparse.Namespace, settings: Settings, out: Console) -> int:
     """`ladder bench --sweep`: one run per point, a table, sentences, files."""
     writable_folder(args.out)
     err = Console(stderr=True)
     show = err.is_terminal and not args.json
     points = sweep.sweep(
-        Settings.load(broker=args.broker),
+        settings,
         args.quick,
         tick=lambda label: err.print(f"  {label}") if show else None,
     )
-    paths = sweep.write(points, args.out)
+    problems: list[str] = []
+    paths = save(lambda: sweep.write(points, args.out), problems)
     if args.json:
         print(json.dumps([asdict(p) for p in points]))
     else:
         out.print(sweep.table(points))
         for sentence in sweep.findings(points):
             out.print(f"- {sentence}")
-        out.print("written: " + ", ".join(str(p) for p in paths))
+        out.print(written(paths))
+    if problems:
+        fail(problems[0], EXIT_FAILED)
     return EXIT_OK if all(p.verified for p in points) else EXIT_FAILED
 
 
@@ -605,7 +652,7 @@ def bench_hosts(args: argparse.Namespace, out: Console) -> int:
     return EXIT_OK if all(r.result.verified for r in runs) else EXIT_FAILED
 
 
-def cmd_serve(args: argparse.Namespace, out: Console) -> int:
+def cmd_serve(args: argparse.Namespace, settings: Settings, out: Console) -> int:
     # The server replaces this process: gevent's model must patch the standard library
     # before anything imports socket, and a signal then reaches the server itself.
     argv = ["-m", MODELS[args.model], "--host", args.host, "--port", str(args.port)]
@@ -613,7 +660,7 @@ def cmd_serve(args: argparse.Namespace, out: Console) -> int:
     os.execv(sys.executable, [sys.executable, *argv])
 
 
-def cmd_load(args: argparse.Namespace, out: Console) -> int:
+def cmd_load(args: argparse.Namespace, settings: Settings, out: Console) -> int:
     # asyncio and the client are imported only for this command.
     from servers import compare
     from servers.load import check, messages_for, run_load
@@ -645,7 +692,7 @@ def emit(result: RunResult, as_json: bool, out: Console) -> None:
         print_result(result, out)
 
 
-def cmd_deadlock(args: argparse.Namespace, out: Console) -> int:
+def cmd_deadlock(args: argparse.Namespace, settings: Settings, out: Console) -> int:
     if not 0 < args.timeout_s <= 60:
         raise BadInput(f"--timeout-s must be between 0 and 60 (got {args.timeout_s:g})")
     outcomes = deadlock.demo(args.timeout_s)
@@ -668,7 +715,7 @@ def cmd_deadlock(args: argparse.Namespace, out: Console) -> int:
     return EXIT_OK if all(outcome.as_meant for outcome in outcomes) else EXIT_FAILED
 
 
-COMMANDS: dict[str, Callable[[argparse.Namespace, Console], int]] = {
+COMMANDS: dict[str, Callable[[argparse.Namespace, Settings, Console], int]] = {
     "rungs": cmd_rungs,
     "run": cmd_run,
     "demo": cmd_demo,
@@ -680,12 +727,15 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Console], int]] = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    output = guard_stdout()
     args = build_parser().parse_args(argv)
     # Piped into a file, a table keeps its columns rather than wrapping at 80.
-    out = Console() if sys.stdout.isatty() else Console(width=140)
+    out = Console() if output.isatty() else Console(width=140)
     interrupt.install()
     try:
-        return COMMANDS[args.command](args, out)
+        settings = Settings.load(broker=getattr(args, "broker", None))
+        forget_celery_urls()
+        code = COMMANDS[args.command](args, settings, out)
     except BadInput as error:
         fail(str(error), EXIT_BAD_INPUT)
     except LadderError as error:
@@ -694,6 +744,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         fail("interrupted", EXIT_INTERRUPTED)
     except interrupt.Terminated:
         fail("terminated", EXIT_TERMINATED)
+    output.flush()
+    if output.error:
+        fail(f"cannot write the output: {output.error}", EXIT_FAILED)
+    return code
 
 
 if __name__ == "__main__":

@@ -2,13 +2,19 @@
 
     this process (root namespace, 10.X.0.254)
         | veth
-    [bridge 10.X.0.1 in namespace "<tag>-b": redis-server]
+    [bridge 10.X.0.1 in host "<tag>-b": redis-server]
         | veth            | veth
     "<tag>-w1" 10.X.0.11   "<tag>-w2" 10.X.0.12 ...: Celery workers
 
-Each namespace has its own network stack: a worker there reaches Redis only across the
+Each host has its own network stack: a worker there reaches Redis only across the
 bridge, by its address, as a worker on another host would. The traffic never leaves
-this machine. Everything is made on enter and removed on exit, also on failure.
+this machine.
+
+The namespaces have no names (no `ip netns add`): each is made by a process of its own
+(`unshare --net sleep infinity`) and entered by its pid (`nsenter`). A namespace lasts
+only while some process is in it, and every process here dies with ladder; a veth goes
+with the namespace of either end. So even a `kill -9` of ladder leaves no namespace,
+link, address or route behind, and a clean exit removes them at once.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ import random
 import secrets
 import shutil
 import subprocess
-import tempfile
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +35,7 @@ from typing import Self
 from rich.table import Table
 
 from consumers.celery_workers import CeleryWorkers, Topology
+from ladder import procs
 from ladder.errors import RunFailed
 from ladder.jobs import PipelineJob
 from ladder.results import RunResult
@@ -38,31 +45,39 @@ from ladder.stack import RedisServer
 from producers.celery_producer import CeleryRung
 from tasks.celery_app import make_app
 
+HOLD = ["unshare", "--net", "--", "sleep", "infinity"]
+HOLD_START_S = 5.0
 
-def ip(*args: str) -> None:
-    """Run one `ip` command; a failure is a RunFailed naming it."""
-    done = subprocess.run(["ip", *args], capture_output=True, text=True, check=False)
+
+def ip(*args: str, host: int | None = None) -> None:
+    """Run one `ip` command, in the namespace of the process `host` if given; a failure
+    is a RunFailed naming it."""
+    argv = [*enter(host), "ip", *args] if host else ["ip", *args]
+    done = subprocess.run(argv, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise RunFailed(f"ip {' '.join(args)}: {done.stderr.strip() or done.returncode}")
 
 
+def enter(pid: int) -> list[str]:
+    """What a command starts with to run in the network namespace of process pid."""
+    return ["nsenter", f"--net=/proc/{pid}/ns/net"]
+
+
 def unavailable() -> str | None:
     """Why namespaces cannot be made here, or None when they can."""
-    if shutil.which("ip") is None:
-        return "the `ip` command (iproute2) is not installed"
+    for command in ("ip", "unshare", "nsenter"):
+        if shutil.which(command) is None:
+            return f"the `{command}` command (iproute2, util-linux) is not installed"
     if os.geteuid() != 0:
-        return "making network namespaces needs root (CAP_NET_ADMIN)"
-    probe = f"ql{secrets.token_hex(3)}-probe"
-    try:
-        ip("netns", "add", probe)
-    except RunFailed as error:
-        return str(error)
-    ip("netns", "del", probe)
+        return "making network namespaces needs root (CAP_SYS_ADMIN, CAP_NET_ADMIN)"
+    done = subprocess.run(["unshare", "--net", "true"], capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        return f"unshare --net: {done.stderr.strip() or done.returncode}"
     return None
 
 
 class Hosts:
-    """A broker namespace with a bridge, and `workers` worker namespaces on it."""
+    """A broker host with a bridge, and `workers` worker hosts on it."""
 
     def __init__(self, workers: int) -> None:
         tag = f"ql{secrets.token_hex(3)}"
@@ -70,7 +85,9 @@ class Hosts:
         self.broker = f"{tag}-b"
         self.workers = [f"{tag}-w{i}" for i in range(1, workers + 1)]
         self.root_link = f"{tag}-r"
-        self.made: list[str] = []
+        # Each host's namespace, by the process that holds it.
+        self.holders: dict[str, subprocess.Popen[bytes]] = {}
+        self.folder = procs.scratch("ladder-hosts-")
 
     @property
     def broker_address(self) -> str:
@@ -79,53 +96,67 @@ class Hosts:
     def address(self, worker: str) -> str:
         return f"{self.subnet}.{10 + self.workers.index(worker) + 1}"
 
-    @staticmethod
-    def prefix(namespace: str) -> list[str]:
-        """What a command starts with to run in that namespace."""
-        return ["ip", "netns", "exec", namespace]
+    def pid(self, host: str) -> int:
+        return self.holders[host].pid
+
+    def prefix(self, host: str) -> list[str]:
+        """What a command starts with to run on that host."""
+        return enter(self.pid(host))
+
+    def namespaces(self) -> list[int]:
+        """The inode of each host's network namespace: what no process holds once it is gone."""
+        return [os.stat(f"/proc/{process.pid}/ns/net").st_ino for process in self.holders.values()]
 
     def __enter__(self) -> Self:
         try:
-            self.add_namespace(self.broker)
-            b = self.broker
-            ip("-n", b, "link", "add", "br0", "type", "bridge")
-            ip("-n", b, "addr", "add", f"{self.broker_address}/24", "dev", "br0")
-            ip("-n", b, "link", "set", "br0", "up")
+            self.add_host(self.broker)
+            b = self.pid(self.broker)
+            ip("link", "add", "br0", "type", "bridge", host=b)
+            ip("addr", "add", f"{self.broker_address}/24", "dev", "br0", host=b)
+            ip("link", "set", "br0", "up", host=b)
             # This process's own way in, from the root namespace.
             self.plug(self.root_link, None, f"{self.subnet}.254")
             for worker in self.workers:
-                self.add_namespace(worker)
+                self.add_host(worker)
                 self.plug(worker, worker, self.address(worker))
         except BaseException:
             self.close()
             raise
         return self
 
-    def add_namespace(self, name: str) -> None:
-        ip("netns", "add", name)
-        self.made.append(name)
-        ip("-n", name, "link", "set", "lo", "up")
+    def add_host(self, name: str) -> None:
+        """A namespace of its own, held by a process that dies with this one."""
+        log = Path(self.folder.name) / f"{name}.log"
+        holder = procs.spawn(HOLD, log)
+        self.holders[name] = holder
+        own = os.stat("/proc/self/ns/net").st_ino
+        deadline = time.monotonic() + HOLD_START_S
+        # Until unshare has made the namespace and become `sleep`.
+        while os.stat(f"/proc/{holder.pid}/ns/net").st_ino == own:
+            if holder.poll() is not None or time.monotonic() > deadline:
+                raise RunFailed(f"unshare --net did not start: {procs.tail(log)}")
+            time.sleep(0.01)
+        ip("link", "set", "lo", "up", host=holder.pid)
 
-    def plug(self, link: str, namespace: str | None, address: str) -> None:
-        """A veth pair: one end on the bridge, the other in namespace (None: this one)."""
+    def plug(self, link: str, host: str | None, address: str) -> None:
+        """A veth pair: one end on the bridge, the other on host (None: this one)."""
         outer, inner = f"{link}-o", f"{link}-i"
+        b = self.pid(self.broker)
         ip("link", "add", inner, "type", "veth", "peer", "name", outer)
-        ip("link", "set", outer, "netns", self.broker)
-        ip("-n", self.broker, "link", "set", outer, "master", "br0", "up")
-        where = ["-n", namespace] if namespace else []
-        if namespace:
-            ip("link", "set", inner, "netns", namespace)
-        ip(*where, "addr", "add", f"{address}/24", "dev", inner)
-        ip(*where, "link", "set", inner, "up")
+        ip("link", "set", outer, "netns", str(b))
+        ip("link", "set", outer, "master", "br0", "up", host=b)
+        where = self.pid(host) if host else None
+        if where:
+            ip("link", "set", inner, "netns", str(where))
+        ip("addr", "add", f"{address}/24", "dev", inner, host=where)
+        ip("link", "set", inner, "up", host=where)
 
     def close(self) -> None:
         # A veth pair goes when either end's namespace goes; the root end with it.
         with contextlib.suppress(RunFailed):
             ip("link", "del", f"{self.root_link}-i")
-        for name in reversed(self.made):
-            with contextlib.suppress(RunFailed):
-                ip("netns", "del", name)
-        self.made = []
+        procs.stop(*self.holders.values())
+        self.folder.cleanup()
 
     def __exit__(
         self,
@@ -153,11 +184,8 @@ def scale_out(job: PipelineJob, host_counts: Sequence[int] = (1, 2, 3)) -> list[
     """The job once per count: Redis on one host, one Celery worker on each of `count`
     others, the producers here; each run verified as every run is."""
     runs = []
-    with (
-        tempfile.TemporaryDirectory(prefix="ladder-hosts-") as folder,
-        Hosts(max(host_counts)) as hosts,
-    ):
-        work = Path(folder)
+    with Hosts(max(host_counts)) as hosts:
+        work = Path(hosts.folder.name)
         redis = RedisServer(work, host=hosts.broker_address, prefix=hosts.prefix(hosts.broker))
         url = redis.start()
         try:

@@ -11,9 +11,11 @@ import contextlib
 import ctypes
 import functools
 import os
+import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -45,19 +47,52 @@ def free_port() -> int:
 
 
 def spawn(
-    argv: Sequence[str], log: Path, env: Mapping[str, str] | None = None
+    argv: Sequence[str],
+    log: Path,
+    env: Mapping[str, str] | None = None,
+    stdin_text: str | None = None,
 ) -> subprocess.Popen[bytes]:
-    """Start argv in its own session, output to log, tied to this process's life."""
+    """Start argv in its own session, output to log, tied to this process's life;
+    stdin_text is written to its standard input (a secret goes there, not on its command
+    line nor in a file)."""
     with open(log, "ab") as out:
-        return subprocess.Popen(
+        process = subprocess.Popen(
             list(argv),
-            stdin=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL if stdin_text is None else subprocess.PIPE,
             stdout=out,
             stderr=subprocess.STDOUT,
             env=dict(env) if env is not None else None,
             start_new_session=True,
             preexec_fn=functools.partial(die_with_parent, os.getpid()),
         )
+    if process.stdin is not None:
+        with contextlib.suppress(BrokenPipeError), process.stdin:
+            process.stdin.write((stdin_text or "").encode())
+    return process
+
+
+def scratch(prefix: str) -> tempfile.TemporaryDirectory[str]:
+    """A temporary folder named after this process, removed when it is cleaned up; the
+    folders of the same prefix that a process killed before it could clean up left
+    behind are removed first (their owner's pid is in their name)."""
+    for stale in Path(tempfile.gettempdir()).glob(f"{prefix}*-*"):
+        owner = stale.name.removeprefix(prefix).split("-", 1)[0]
+        with contextlib.suppress(OSError):
+            ours = stale.stat().st_uid == os.getuid()
+            if ours and owner.isdigit() and not alive(int(owner)):
+                shutil.rmtree(stale, ignore_errors=True)
+    return tempfile.TemporaryDirectory(prefix=f"{prefix}{os.getpid()}-")
+
+
+def alive(pid: int) -> bool:
+    """Whether a process of this pid exists (it may be another user's)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def stop(*processes: subprocess.Popen[bytes], timeout_s: float = 10.0) -> None:

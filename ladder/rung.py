@@ -8,6 +8,7 @@ verifies what it returns and reports.
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from types import TracebackType
 from typing import ClassVar, Self
 
@@ -54,6 +55,11 @@ class Rung:
 
     def prepare(self, job: Job) -> None:
         """Get ready for job outside the timed run: start workers of the right shape."""
+
+    def failures(self) -> AbstractContextManager[None]:
+        """Where the rung's channel can fail (a broker, say), what turns its errors into a
+        RunFailed of one line; nothing to turn here."""
+        return nullcontext()
 
     def run_sum(self, job: SumJob, progress: Progress = no_progress) -> int:
         """Sum job.ranges() with job.workers workers; return the total."""

@@ -19,18 +19,19 @@ def run(rung: Rung, job: Job, progress: Progress = no_progress) -> RunResult:
     if isinstance(job, PipelineJob) and job.batched and not rung.batches:
         batching = ", ".join(name for name, r in RUNGS.items() if r.batches)
         raise BadInput(f"--batch works on the {batching} rungs (got --rung {rung.name})")
-    rung.prepare(job)
-    if isinstance(job, SumJob):
+    with rung.failures():
+        rung.prepare(job)
+        if isinstance(job, SumJob):
+            start = time.perf_counter()
+            total = rung.run_sum(job, progress)
+            return verify_sum(rung.name, job, total, time.perf_counter() - start)
+        if isinstance(job, TicketsJob):
+            start = time.perf_counter()
+            sales = rung.run_tickets(job, progress)
+            return verify_tickets(rung.name, job, sales, time.perf_counter() - start)
         start = time.perf_counter()
-        total = rung.run_sum(job, progress)
-        return verify_sum(rung.name, job, total, time.perf_counter() - start)
-    if isinstance(job, TicketsJob):
-        start = time.perf_counter()
-        sales = rung.run_tickets(job, progress)
-        return verify_tickets(rung.name, job, sales, time.perf_counter() - start)
-    start = time.perf_counter()
-    consumed = rung.run_pipeline(job, progress)
-    return verify_pipeline(rung.name, job, consumed, time.perf_counter() - start)
+        consumed = rung.run_pipeline(job, progress)
+        return verify_pipeline(rung.name, job, consumed, time.perf_counter() - start)
 
 
 def open_rung(name: str, settings: Settings, stack: Stack | None = None) -> Rung:

@@ -1,17 +1,37 @@
 """Configuration, built once from the command line and the environment, then passed down.
 
-This is the one module that reads os.environ.
+This is the one module that reads os.environ. Every value is checked here, where it
+comes in: a bad one is one line naming the variable or option, and exit code 2.
 """
 
 from __future__ import annotations
 
+import math
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
+from pathlib import Path
+
+from ladder.errors import BadInput
+from ladder.urls import check_url
 
 # What a worker started from a plain shell, with no URL in its environment, serves: the
 # local Redis (rather than Celery's own default, an AMQP broker).
 FALLBACK_BROKER_URL = "redis://127.0.0.1:6379/0"
+
+# Celery reads these before its own app.conf (celery.app.utils.Settings), so one left in
+# ladder's environment would win over the URL ladder resolved: see forget_celery_urls.
+CELERY_URL_VARIABLES = (
+    "CELERY_BROKER_URL",
+    "CELERY_BROKER_READ_URL",
+    "CELERY_BROKER_WRITE_URL",
+    "CELERY_RESULT_BACKEND",
+)
+VISIBILITY_TIMEOUT_S = 30.0
+# A consumer's unacknowledged messages come back after the visibility timeout: under a
+# second, a slow item would be delivered again while it is being handled; past an hour,
+# a dead consumer's items would hold up the run for that long.
+VISIBILITY_RANGE_S = (1.0, 3600.0)
 
 
 @dataclass(frozen=True)
@@ -20,17 +40,76 @@ class Settings:
 
     broker_url: str | None = None
     result_backend: str | None = None
-    visibility_timeout_s: float = 30.0
+    visibility_timeout_s: float = VISIBILITY_TIMEOUT_S
 
     @classmethod
     def load(cls, broker: str | None = None, environ: Mapping[str, str] | None = None) -> Settings:
-        """--broker wins over CELERY_BROKER_URL; the backend defaults to the broker."""
+        """--broker wins over the environment, for the broker and its result backend
+        alike: both are then that URL. Else CELERY_BROKER_URL, with CELERY_RESULT_BACKEND
+        (default: the broker). Else a private stack, whose Redis is both.
+
+        `--broker @FILE` reads the URL from FILE, so that no password need be on a
+        command line, where every user of the machine sees it in ps.
+        """
         env = os.environ if environ is None else environ
-        broker_url = broker or env.get("CELERY_BROKER_URL") or None
-        backend = env.get("CELERY_RESULT_BACKEND") or broker_url
-        visibility = env.get("LADDER_VISIBILITY_TIMEOUT_S")
+        broker_url: str | None
+        backend: str | None
+        if broker is not None:
+            broker_url = check_url(read_url(broker), "--broker URL")
+            backend = broker_url
+        elif env.get("CELERY_BROKER_URL"):
+            broker_url = check_url(env["CELERY_BROKER_URL"], "CELERY_BROKER_URL")
+            given = env.get("CELERY_RESULT_BACKEND")
+            backend = check_url(given, "CELERY_RESULT_BACKEND") if given else broker_url
+        else:
+            broker_url = backend = None
         return cls(
             broker_url=broker_url,
             result_backend=backend,
-            visibility_timeout_s=float(visibility) if visibility else cls.visibility_timeout_s,
+            visibility_timeout_s=seconds(
+                "LADDER_VISIBILITY_TIMEOUT_S",
+                env.get("LADDER_VISIBILITY_TIMEOUT_S"),
+                VISIBILITY_TIMEOUT_S,
+                VISIBILITY_RANGE_S,
+            ),
         )
+
+
+def read_url(given: str) -> str:
+    """The URL given with --broker: as it is, or from the file named after an @."""
+    if not given.startswith("@"):
+        if not given.strip():
+            raise BadInput("--broker is empty: give a URL, or @FILE holding one")
+        return given
+    path = Path(given[1:])
+    try:
+        lines = path.read_text().strip().splitlines()
+    except (OSError, UnicodeDecodeError) as error:
+        reason = getattr(error, "strerror", None) or "not text"
+        raise BadInput(f"--broker {given}: cannot read {path} ({reason})") from None
+    if not lines:
+        raise BadInput(f"--broker {given}: {path} is empty")
+    return lines[0].strip()
+
+
+def seconds(name: str, text: str | None, default: float, bounds: tuple[float, float]) -> float:
+    """A duration from the environment: a finite number of seconds within bounds."""
+    if text is None or not text.strip():
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        raise BadInput(f"{name} must be a number of seconds (got {text!r:.40})") from None
+    low, high = bounds
+    if not math.isfinite(value) or not low <= value <= high:
+        raise BadInput(f"{name} must be between {low:g} and {high:g} seconds (got {text:.40})")
+    return value
+
+
+def forget_celery_urls(environ: MutableMapping[str, str] | None = None) -> None:
+    """Take Celery's URL variables out of this process's environment, once they have been
+    read: every Celery app and worker ladder makes is given the URLs it resolved, and a
+    variable left behind would win over them (Celery reads it first)."""
+    env = os.environ if environ is None else environ
+    for name in CELERY_URL_VARIABLES:
+        env.pop(name, None)

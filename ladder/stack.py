@@ -27,9 +27,10 @@ import redis
 
 from consumers.celery_workers import CeleryWorkers, Topology, ping_workers
 from ladder import interrupt, procs
-from ladder.broker import check_url, client, mask_url, ping
+from ladder.broker import client, ping
 from ladder.errors import RunFailed
 from ladder.settings import Settings
+from ladder.urls import check_url, mask_url
 
 REDIS_START_TIMEOUT_S = 10.0
 WORKER_WAIT_S = 4.0
@@ -78,16 +79,16 @@ class RedisServer:
         return f"redis://:{self.password}@{self.host}:{self.port}/0"
 
     def start(self) -> str:
-        # The password goes in a config file readable by us alone, never on a command line.
-        config = self.workdir / "redis.conf"
-        config.write_text(
+        # The configuration, password included, goes to redis-server's standard input
+        # (`redis-server -`): never on a command line that ps shows, nor in a file that a
+        # process killed before its clean-up would leave behind.
+        config = (
             f"port {self.port}\nbind {self.host}\nprotected-mode yes\n"
             f'requirepass {self.password}\ndir {self.workdir}\nsave ""\n'
             f"appendonly {'yes' if self.appendonly else 'no'}\n"
         )
-        config.chmod(0o600)
         log = self.workdir / "redis.log"
-        self.process = procs.spawn([*self.prefix, redis_binary(), str(config)], log)
+        self.process = procs.spawn([*self.prefix, redis_binary(), "-"], log, stdin_text=config)
 
         def answers() -> bool:
             try:
@@ -109,6 +110,7 @@ class RedisServer:
 
 
 FLOWER_PORT = 5555
+FLOWER_USER = "ladder"
 FLOWER_START_TIMEOUT_S = 30.0
 
 
@@ -122,23 +124,32 @@ def port_is_free(port: int) -> bool:
 
 
 class Flower:
-    """Flower on 127.0.0.1, watching the stack's broker: tasks as they arrive and finish."""
+    """Flower on 127.0.0.1, watching the stack's broker: tasks as they arrive and finish.
+
+    Behind a login made for it (basic auth): loopback is open to every user of the
+    machine, and Flower's API can run tasks and shut workers down.
+    """
 
     def __init__(self, url: str, workdir: Path, port: int = FLOWER_PORT) -> None:
         self.url = url
         self.workdir = workdir
-        self.port = port if port_is_free(port) else procs.free_port()
+        self.port = port if port and port_is_free(port) else procs.free_port()
+        self.user, self.password = FLOWER_USER, secrets.token_urlsafe(12)
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def address(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    @property
+    def login(self) -> str:
+        """user:password, as basic auth and Flower's --basic-auth write it."""
+        return f"{self.user}:{self.password}"
+
     def start(self) -> str:
         env = {**os.environ, "CELERY_BROKER_URL": self.url, "CELERY_RESULT_BACKEND": self.url}
-        # Flower 2 locks its HTTP API (/api/*) unless it has a login; this one has none
-        # and listens on loopback only, as the private Redis does.
-        env["FLOWER_UNAUTHENTICATED_API"] = "true"
+        # Flower reads --basic-auth from FLOWER_BASIC_AUTH: not on a command line ps shows.
+        env["FLOWER_BASIC_AUTH"] = self.login
         argv = [sys.executable, "-m", "celery", "-A", "tasks", "flower"]
         argv += ["--address=127.0.0.1", f"--port={self.port}"]
         log = self.workdir / "flower.log"
@@ -171,7 +182,8 @@ class Stack:
         self.settings = settings
         self.embedded = settings.broker_url is None
         self.url = "" if self.embedded else check_url(str(settings.broker_url))
-        self.backend_url = settings.result_backend or self.url
+        backend = settings.result_backend or self.url
+        self.backend_url = check_url(backend, "result backend URL") if backend else ""
         self.redis: RedisServer | None = None
         self.workers: CeleryWorkers | None = None
         self.flower: Flower | None = None
@@ -180,7 +192,7 @@ class Stack:
     @property
     def workdir(self) -> Path:
         if self._tmp is None:
-            self._tmp = tempfile.TemporaryDirectory(prefix="queue-ladder-")
+            self._tmp = procs.scratch("queue-ladder-")
         return Path(self._tmp.name)
 
     @property
@@ -194,6 +206,8 @@ class Stack:
                 self.url = self.backend_url = self.redis.start()
             else:
                 ping(self.url)
+                if self.backend_url != self.url:
+                    ping(self.backend_url, "result backend")
         except BaseException:
             self.close()
             raise

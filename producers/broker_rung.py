@@ -15,17 +15,18 @@ How a pipeline run over the broker ends, whatever went wrong on the way:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from multiprocessing.process import BaseProcess
 from types import TracebackType
 from typing import TYPE_CHECKING, Self, TypeAlias
 
 from consumers.recorder import Recorder
 from ladder import interrupt
-from ladder.broker import OUTAGE_ERRORS, RunKeys, client
+from ladder.broker import BROKER_ERRORS, OUTAGE_ERRORS, RunKeys, client, describe
 from ladder.errors import RunFailed
 from ladder.jobs import Job, PipelineJob
 from ladder.results import Consumed
@@ -167,13 +168,22 @@ class BrokerRung(Rung):
             for p in range(job.producers)
         ]
         watch = Watch(url, keys, progress, outage_limit_s=self.stall_s(job))
+        with keys.lease(url):
+            try:
+                for process in producers:
+                    process.start()
+                return self.drain(job, keys, producers, sent, watch)
+            finally:
+                stop_processes(producers)
+
+    @contextlib.contextmanager
+    def failures(self) -> Iterator[None]:
+        """A broker that fails a command mid-run (out of memory, gone for good) ends the
+        run with one line saying so."""
         try:
-            for process in producers:
-                process.start()
-            return self.drain(job, keys, producers, sent, watch)
-        finally:
-            stop_processes(producers)
-            keys.cleanup(url)
+            yield
+        except BROKER_ERRORS as error:
+            raise RunFailed(describe(error, self.stack.url)) from None
 
     def __enter__(self) -> Self:
         if self.owns_stack:

@@ -87,8 +87,8 @@ class KombuRung(BrokerRung):
             Child(target=sum_worker, args=(url, keys, visibility_s), name=f"sum-{w}")
             for w in range(job.workers)
         ]
-        try:
-            with connect(url, self.settings.visibility_timeout_s) as connection:
+        with keys.lease(url), connect(url, visibility_s) as connection:
+            try:
                 chunks = PayloadQueue(connection, keys.queue("chunks"))
                 totals = PayloadQueue(connection, keys.queue("totals"))
                 put_all(chunks, [*job.ranges(), *[STOP] * job.workers])
@@ -98,10 +98,9 @@ class KombuRung(BrokerRung):
                 for numbers, chunk_total in collect(totals, job.chunks, workers, no_progress):
                     total += chunk_total
                     progress(numbers)
-            return total
-        finally:
-            stop_processes(workers)
-            keys.cleanup(url)
+                return total
+            finally:
+                stop_processes(workers)
 
     def run_pipeline(self, job: PipelineJob, progress: Progress = no_progress) -> Consumed:
         url, keys = self.stack.url, RunKeys.new()
@@ -120,22 +119,22 @@ class KombuRung(BrokerRung):
             for c in range(job.consumers)
         ]
         watch = Watch(url, keys, progress, outage_limit_s=self.stall_s(job))
-        try:
-            for process in producers + consumers:
-                process.start()
-            # The stream ends once every item sent is handled, as JoinableQueue.join
-            # would tell: a sentinel sent as soon as the producers finish could stop the
-            # last consumers before the items of one that died come back to the queue.
-            consumed = self.drain(job, keys, producers, sent, watch)
-            with connect(url, visibility_s) as connection:
-                channel = connection.SimpleQueue(keys.items, serializer="json")
-                for _ in consumers:
-                    channel.put(STOP)
-            watch.until(lambda _: not any(c.is_alive() for c in consumers))
-            return consumed
-        finally:
-            stop_processes(producers + consumers)
-            keys.cleanup(url)
+        with keys.lease(url):
+            try:
+                for process in producers + consumers:
+                    process.start()
+                # The stream ends once every item sent is handled, as JoinableQueue.join
+                # would tell: a sentinel sent as soon as the producers finish could stop
+                # the last consumers before the items of one that died come back.
+                consumed = self.drain(job, keys, producers, sent, watch)
+                with connect(url, visibility_s) as connection:
+                    channel = connection.SimpleQueue(keys.items, serializer="json")
+                    for _ in consumers:
+                        channel.put(STOP)
+                watch.until(lambda _: not any(c.is_alive() for c in consumers))
+                return consumed
+            finally:
+                stop_processes(producers + consumers)
 
     def resend(self, keys: RunKeys, job: PipelineJob, ids: Sequence[int]) -> None:
         with connect(self.stack.url, self.settings.visibility_timeout_s) as connection:

@@ -59,42 +59,42 @@ def kombu_tickets(
         Child(target=serve, args=(url, keys, job, visibility_timeout_s), name=f"buyer-{w}")
         for w in range(job.workers)
     ]
-    try:
-        sale = store(url, keys, job.tickets)
-        with connect(url, visibility_timeout_s) as connection:
-            channel = connection.SimpleQueue(buyers_queue(keys), serializer="json")
+    with keys.lease(url):
+        try:
+            sale = store(url, keys, job.tickets)
+            with connect(url, visibility_timeout_s) as connection:
+                channel = connection.SimpleQueue(buyers_queue(keys), serializer="json")
+                for process in buyers:
+                    process.start()
+                # Buyers go out once every buyer process is listening: the first one up would
+                # otherwise serve them all alone, one at a time, and never race.
+                deadline = time.monotonic() + START_TIMEOUT_S
+                while int(sale.redis.get(ready_key(keys)) or 0) < job.workers:
+                    if time.monotonic() > deadline or not all(p.is_alive() for p in buyers):
+                        raise RunFailed("the kombu buyer processes did not all start")
+                    interrupt.check()
+                    time.sleep(POLL_S / 5)
+                for buyer in range(job.buyers):
+                    channel.put({"buyer": buyer})
+                watch(sale, job.buyers, progress, stall_s)
+                # As in the pipeline, the sentinels go once every buyer is answered: the
+                # buyers of a consumer that died come back only after the visibility timeout.
+                for _ in buyers:
+                    channel.put(STOP)
             for process in buyers:
-                process.start()
-            # Buyers go out once every buyer process is listening: the first one up would
-            # otherwise serve them all alone, one at a time, and never race.
-            deadline = time.monotonic() + START_TIMEOUT_S
-            while int(sale.redis.get(ready_key(keys)) or 0) < job.workers:
-                if time.monotonic() > deadline or not all(p.is_alive() for p in buyers):
-                    raise RunFailed("the kombu buyer processes did not all start")
-                interrupt.check()
-                time.sleep(POLL_S / 5)
-            for buyer in range(job.buyers):
-                channel.put({"buyer": buyer})
-            watch(sale, job.buyers, progress, stall_s)
-            # As in the pipeline, the sentinels go once every buyer is answered: the
-            # buyers of a consumer that died come back only after the visibility timeout.
-            for _ in buyers:
-                channel.put(STOP)
-        for process in buyers:
-            process.join(stall_s)
-        sales = sale.sales()
-        sales.at_once = job.workers
-        return sales
-    finally:
-        stop_processes(buyers)
-        keys.cleanup(url)
+                process.join(stall_s)
+            sales = sale.sales()
+            sales.at_once = job.workers
+            return sales
+        finally:
+            stop_processes(buyers)
 
 
 def celery_tickets(
     app: Celery, url: str, job: TicketsJob, progress: Progress, stall_s: float
 ) -> Sales:
     keys = RunKeys.new()
-    try:
+    with keys.lease(url):
         sale = store(url, keys, job.tickets)
         buy = app.signature("tasks.buy_ticket")
         for buyer in range(job.buyers):
@@ -103,5 +103,3 @@ def celery_tickets(
         sales = sale.sales()
         sales.at_once = job.workers
         return sales
-    finally:
-        keys.cleanup(url)

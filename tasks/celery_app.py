@@ -16,7 +16,7 @@ from celery.worker.consumer import Consumer
 
 from consumers.recorder import Recorder
 from ladder.broker import RunKeys, client, transport_options
-from ladder.settings import FALLBACK_BROKER_URL, Settings
+from ladder.settings import FALLBACK_BROKER_URL, VISIBILITY_TIMEOUT_S
 from tasks import workloads
 from tasks.tickets import RedisTickets
 
@@ -69,19 +69,25 @@ class RefusingConsumer(Consumer):  # type: ignore[misc]
 
 
 def make_app(broker_url: str | None, result_backend: str | None = None) -> Celery:
-    """A Celery app with the project's settings; also a plain client that sends by name."""
+    """A Celery app with the project's settings, on the URLs given (Celery would take
+    CELERY_BROKER_URL from the environment over them: ladder takes it out of its own, see
+    ladder.settings.forget_celery_urls); also a plain client that sends by name."""
     app = Celery("tasks")
     app.conf.update(
         CONFIG,
         broker_url=broker_url or FALLBACK_BROKER_URL,
         result_backend=result_backend or broker_url or FALLBACK_BROKER_URL,
-        broker_transport_options=transport_options(_settings.visibility_timeout_s),
+        broker_transport_options=transport_options(VISIBILITY_TIMEOUT_S),
     )
     return app
 
 
-_settings = Settings.load()
-app = make_app(_settings.broker_url, _settings.result_backend)
+# The app `celery -A tasks worker` and `celery -A tasks flower` serve: configured from
+# their environment as they start (tasks/worker_config.py), not as this module is
+# imported, so that importing it never reads a setting.
+app = Celery("tasks")
+app.conf.update(CONFIG)
+app.config_from_object("tasks.worker_config")
 
 
 @functools.cache

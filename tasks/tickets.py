@@ -138,7 +138,13 @@ def buy(store: Store, gap_ms: float, lock: AbstractContextManager[Any] | None) -
 
 # The check and the sale in one step, which Redis runs with nothing in between. The
 # buyer's answer is kept, so that a buyer delivered twice (at-least-once) buys once.
+# Only while the run is alive (its `alive` key): a buyer that wakes after its run ended
+# buys nothing and makes none of the run's keys again.
 BUY_ATOMIC = """
+local lease = redis.call('PTTL', KEYS[3])
+if lease == -2 then
+    return 0
+end
 local answered = redis.call('HGET', KEYS[2], ARGV[1])
 if answered then
     return tonumber(answered)
@@ -149,7 +155,23 @@ if tonumber(redis.call('GET', KEYS[1]) or '0') > 0 then
     bought = 1
 end
 redis.call('HSET', KEYS[2], ARGV[1], bought)
+if lease > 0 then
+    redis.call('PEXPIRE', KEYS[2], lease)
+end
 return bought
+"""
+# A buyer's answer, kept if it is the first (a buyer delivered again keeps its first
+# one), and only while the run is alive.
+ANSWER = """
+local lease = redis.call('PTTL', KEYS[2])
+if lease == -2 then
+    return 0
+end
+redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2])
+if lease > 0 then
+    redis.call('PEXPIRE', KEYS[1], lease)
+end
+return 1
 """
 
 
@@ -162,7 +184,9 @@ class RedisTickets:
         self.count = f"{prefix}tickets"
         self.answers = f"{prefix}answers"
         self.lock_name = f"{prefix}tickets-lock"
+        self.alive = f"{prefix}alive"
         self.buy_atomic = client.register_script(BUY_ATOMIC)
+        self.answer = client.register_script(ANSWER)
 
     def fill(self, tickets: int) -> None:
         self.redis.delete(self.answers, self.lock_name)
@@ -189,11 +213,12 @@ class RedisTickets:
         pause(gap_ms)
         if mode == "unsafe":
             # The naive read-modify-write, over the network: GET, wait, SET what was seen
-            # less one.
-            self.redis.set(self.count, seen - 1)
+            # less one (if the count is still there: a run that ended has none).
+            self.redis.set(self.count, seen - 1, xx=True, keepttl=True)
             return self._answer(buyer, True)
         if mode == "atomic":
-            return bool(self.buy_atomic(keys=[self.count, self.answers], args=[buyer]))
+            keys = [self.count, self.answers, self.alive]
+            return bool(self.buy_atomic(keys=keys, args=[buyer]))
         lock = self.redis.lock(
             self.lock_name, timeout=LOCK_TIMEOUT_S, sleep=LOCK_POLL_S, blocking_timeout=LOCK_WAIT_S
         )
@@ -203,10 +228,9 @@ class RedisTickets:
                 return bool(answered == "1")
             left = self.left()
             if left > 0:
-                self.redis.set(self.count, left - 1)
+                self.redis.set(self.count, left - 1, xx=True, keepttl=True)
             return self._answer(buyer, left > 0)
 
     def _answer(self, buyer: int, bought: bool) -> bool:
-        # HSETNX: a buyer delivered again keeps its first answer.
-        self.redis.hsetnx(self.answers, str(buyer), int(bought))
+        self.answer(keys=[self.answers, self.alive], args=[buyer, int(bought)])
         return bought

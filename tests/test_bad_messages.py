@@ -481,13 +481,13 @@ def celery_client(redis_url: str) -> Iterator[Celery]:
 def kombu_consumer(redis_url: str, tmp_path: Path) -> Iterator[KombuConsumer]:
     url = in_db(redis_url, 1)
     consumer = KombuConsumer(url, tmp_path)
-    try:
-        consumer.child.start()
-        yield consumer
-    finally:
-        consumer.stop()
-        consumer.keys.cleanup(url)
-        client(url).delete(*UNACKED_KEYS)
+    with consumer.keys.lease(url):
+        try:
+            consumer.child.start()
+            yield consumer
+        finally:
+            consumer.stop()
+    client(url).delete(*UNACKED_KEYS)
 
 
 # --- the checks ---------------------------------------------------------------------------
@@ -534,7 +534,7 @@ def test_a_celery_worker_refuses_a_bad_message_and_keeps_serving(
     r = celery_worker.redis
     keys = RunKeys.new()
     pid, since = celery_worker.process.pid, size(celery_worker.log)
-    try:
+    with keys.lease(celery_worker.url):
         send_item(celery_client, keys, BEFORE)
         r.lpush(CELERY_QUEUE, bad.make(keys, tmp_path / "pickle-ran"))
         send_item(celery_client, keys, AFTER)
@@ -552,8 +552,6 @@ def test_a_celery_worker_refuses_a_bad_message_and_keeps_serving(
             check_logged(new_text(celery_worker.log, since), refusal(bad.names), celery_record)
         check_nothing_held(r, CELERY_QUEUE)
         assert not (tmp_path / "pickle-ran").exists()
-    finally:
-        keys.cleanup(celery_worker.url)
 
 
 @pytest.mark.timeout(60)
@@ -615,7 +613,7 @@ def test_a_celery_worker_handles_an_oversized_message_in_sane_memory(
     r = celery_worker.redis
     keys = RunKeys.new()
     peak = PeakRss(celery_worker.process)
-    try:
+    with keys.lease(celery_worker.url):
         send_item(celery_client, keys, BEFORE)
         send_item(celery_client, keys, BAD, "x" * (mb * MB))
         send_item(celery_client, keys, AFTER)
@@ -633,8 +631,6 @@ def test_a_celery_worker_handles_an_oversized_message_in_sane_memory(
         )
         check_nothing_held(r, CELERY_QUEUE)
         check_memory_sane(peak, r, mb)
-    finally:
-        keys.cleanup(celery_worker.url)
 
 
 @pytest.mark.timeout(120)

@@ -23,6 +23,7 @@ import pytest
 
 from consumers.celery_workers import CeleryWorkers
 from ladder import procs
+from ladder.broker import client
 from ladder.stack import RedisServer
 from tests.proctree import cmdline, descendants, kill_all, running
 
@@ -256,3 +257,42 @@ def test_a_signal_stops_the_run_and_everything_it_started(
             assert running(alive) == [], [cmdline(p) for p in alive]
         finally:
             kill_all(process, recorded)
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize(
+    "args",
+    [CELERY_SUM, [*KOMBU_PIPELINE[:-1], "500"], ["--rung", "celery", "--workload", "pipeline"]],
+    ids=["celery-sum", "kombu-pipeline", "celery-pipeline"],
+)
+def test_broker_wins_over_the_environment_for_every_part_of_the_run(
+    args: list[str],
+    redis_url: str,
+    celery_workers: CeleryWorkers,
+    lone_redis_url: str,
+) -> None:
+    """The environment names one Redis, --broker another: everything goes to the second,
+    Celery's sends and results included, and the first sees nothing."""
+    elsewhere = {
+        **ENV,
+        "CELERY_BROKER_URL": lone_redis_url,
+        "CELERY_RESULT_BACKEND": lone_redis_url,
+        "CELERY_BROKER_WRITE_URL": lone_redis_url,
+    }
+    done = ladder(*args, "--items", "300", "--broker", redis_url, "--json", env=elsewhere)
+    assert done.code == 0, done.output
+    result = json.loads(done.stdout)
+    assert result["verified"] is True
+    assert result["lost"] == 0
+    assert client(lone_redis_url).dbsize() == 0
+    assert password(redis_url) not in done.output
+
+
+@pytest.mark.timeout(90)
+def test_a_private_stack_is_its_own_result_backend(lone_redis_url: str) -> None:
+    """CELERY_RESULT_BACKEND with no broker URL: the private stack's workers and its
+    sums use the private Redis, not a backend they would never write to."""
+    done = ladder(*CELERY_SUM, "--json", env={**ENV, "CELERY_RESULT_BACKEND": lone_redis_url})
+    assert done.code == 0, done.output
+    assert json.loads(done.stdout)["verified"] is True
+    assert client(lone_redis_url).dbsize() == 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 
 import psutil
@@ -213,7 +214,7 @@ def test_a_pickle_message_is_refused_and_the_workers_keep_serving(
     refused, served = RunKeys.new(), RunKeys.new()
     logs = log_sizes(celery_workers.workdir)
     assert len(logs) == 2
-    try:
+    with closing(pickler), refused.lease(redis_url), served.lease(redis_url):
         sent = pickler.send_task(
             "tasks.handle_item", args=(make_item(0, "x" * 16), refused.run_id, 0.0, "io")
         )
@@ -231,7 +232,3 @@ def test_a_pickle_message_is_refused_and_the_workers_keep_serving(
         assert r.hlen(refused.deliveries) == 0 and not r.exists(refused.handled)
         assert not any(sent.id in message for message in r.lrange("celery", 0, -1))
         assert not any(sent.id in message for message in r.hvals("unacked"))
-    finally:
-        pickler.close()
-        refused.cleanup(redis_url)
-        served.cleanup(redis_url)

@@ -7,12 +7,15 @@ those workers and tasks, and the page a user opens must show our task names.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
 import shutil
 import subprocess
+import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -41,6 +44,7 @@ class Watched:
 
     address: str
     workers: CeleryWorkers
+    login: str  # user:password, the basic auth Flower was started with
 
 
 @pytest.fixture(scope="module")
@@ -56,26 +60,35 @@ def flower(
             # all three of our names (add_totals, sum_range, handle_item).
             assert run(rung, PipelineJob(items=50)).verified
             assert run(rung, SUM_JOB).verified
-        yield Watched(address, celery_workers)
+        yield Watched(address, celery_workers, server.login)
     finally:
         server.stop()
 
 
-def get(url: str) -> tuple[int, str]:
-    with urllib.request.urlopen(url, timeout=5) as response:
-        return response.status, response.read().decode()
+def get(url: str, login: str | None = None) -> tuple[int, str]:
+    """The status and body of a GET, with basic auth when a login is given."""
+    request = urllib.request.Request(url)
+    if login:
+        request.add_header("Authorization", "Basic " + base64.b64encode(login.encode()).decode())
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, ""
 
 
-def get_json(url: str) -> Any:
-    return json.loads(get(url)[1])
+def get_json(url: str, login: str) -> Any:
+    status, body = get(url, login)
+    assert status == 200, (url, status)
+    return json.loads(body)
 
 
-def tasks_seen(address: str) -> dict[str, dict[str, Any]]:
+def tasks_seen(flower: Watched) -> dict[str, dict[str, Any]]:
     """Flower's tasks by id, polled until every one of our task names is among them:
     events reach Flower after the results reach us."""
     deadline = time.monotonic() + EVENTS_WAIT_S
     while True:
-        tasks: dict[str, dict[str, Any]] = get_json(f"{address}/api/tasks")
+        tasks: dict[str, dict[str, Any]] = get_json(f"{flower.address}/api/tasks", flower.login)
         seen = {task.get("name") for task in tasks.values()}
         if TASK_NAMES.issubset(seen):
             return tasks
@@ -88,10 +101,10 @@ def tasks_seen(address: str) -> dict[str, dict[str, Any]]:
 def test_flower_api_lists_our_workers_and_tasks(flower: Watched) -> None:
     assert get(f"{flower.address}/healthcheck") == (200, "OK")
 
-    workers = get_json(f"{flower.address}/api/workers?refresh=1")
+    workers = get_json(f"{flower.address}/api/workers?refresh=1", flower.login)
     assert set(flower.workers.names()) <= set(workers)
 
-    tasks = tasks_seen(flower.address)
+    tasks = tasks_seen(flower)
     # Arguments are readable: each chunk of the sum shows the range it added up.
     sum_args = {task["args"] for task in tasks.values() if task["name"] == "tasks.sum_range"}
     assert {str(chunk) for chunk in SUM_JOB.ranges()} <= sum_args
@@ -148,8 +161,9 @@ def headless(url: str, profile: Path, *options: str) -> str:
 
 @pytest.mark.timeout(180)
 def test_chromium_shows_our_tasks_on_flowers_tasks_page(flower: Watched, tmp_path: Path) -> None:
-    tasks_seen(flower.address)
-    page = f"{flower.address}/tasks"
+    tasks_seen(flower)
+    # Basic auth in the URL: Chromium sends it with the page's own requests too.
+    page = flower.address.replace("://", f"://{flower.login}@") + "/tasks"
 
     dom = headless(page, tmp_path / "profile", "--dump-dom")
     # DataTables' "Showing 1 to 15 of N tasks": the table was filled by its script.
@@ -159,3 +173,57 @@ def test_chromium_shows_our_tasks_on_flowers_tasks_page(flower: Watched, tmp_pat
     screenshot = tmp_path / "flower.png"
     headless(page, tmp_path / "profile", f"--screenshot={screenshot}", "--window-size=1400,900")
     assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# What another user of the machine could do on loopback: read every page and API, run a
+# task, shut a worker down.
+LOCKED = [
+    ("GET", "/"),
+    ("GET", "/tasks"),
+    ("GET", "/api/workers"),
+    ("GET", "/api/tasks"),
+    ("POST", "/api/task/async-apply/tasks.noop"),
+    ("POST", "/api/worker/shutdown/{worker}"),
+]
+
+
+def request(method: str, url: str, login: str | None = None, as_nobody: bool = False) -> int:
+    """The status of one request, made by a process of its own: as user nobody (uid 65534)
+    if asked, with the system's python3, as nobody cannot read this project's venv."""
+    probe = (
+        "import base64, sys, urllib.request, urllib.error\n"
+        "method, url, login = sys.argv[1:]\n"
+        "data = b'' if method == 'POST' else None\n"
+        "request = urllib.request.Request(url, method=method, data=data)\n"
+        "if login:\n"
+        "    token = base64.b64encode(login.encode()).decode()\n"
+        "    request.add_header('Authorization', 'Basic ' + token)\n"
+        "try:\n"
+        "    print(urllib.request.urlopen(request, timeout=5).status)\n"
+        "except urllib.error.HTTPError as error:\n"
+        "    print(error.code)\n"
+    )
+    python = shutil.which("python3", path="/usr/bin:/bin") or sys.executable
+    done = subprocess.run(
+        [python, "-c", probe, method, url, login or ""],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+        user=65534 if as_nobody and os.geteuid() == 0 else None,
+    )
+    return int(done.stdout)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(("method", "path"), LOCKED, ids=[f"{m} {p}" for m, p in LOCKED])
+def test_flower_is_closed_to_anyone_without_its_login(
+    flower: Watched, method: str, path: str
+) -> None:
+    url = flower.address + path.format(worker=flower.workers.names()[0])
+    assert request(method, url, as_nobody=True) == 401
+    assert request(method, url) == 401
+    assert request(method, url, "ladder:wrong-password") == 401
+    if method == "GET":
+        assert request(method, url, flower.login) == 200
+    assert flower.workers.names()[0] in get_json(f"{flower.address}/api/workers", flower.login)

@@ -1,0 +1,246 @@
+"""What a confused or hostile user types: settings in the environment, options at their
+limits, URLs that carry a secret in every place a URL can, and output that cannot be
+written. Each gets one line on stderr and a non-zero exit, never a traceback, and no
+secret is ever shown.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from ladder.errors import BadInput
+from ladder.settings import Settings
+from ladder.urls import check_url, mask_url
+
+ROOT = Path(__file__).resolve().parents[1]
+LADDER = [sys.executable, "-m", "ladder.cli"]
+ENV = {k: v for k, v in os.environ.items() if not k.startswith(("CELERY_", "LADDER_"))}
+SECRET = "s3cr3t-not-to-be-shown"
+
+
+def ladder(*args: str, env: dict[str, str] | None = None, timeout_s: float = 60, **kw: object):  # type: ignore[no-untyped-def]
+    return subprocess.run(
+        [*LADDER, *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**ENV, **(env or {})},
+        timeout=timeout_s,
+        check=False,
+        **kw,
+    )
+
+
+def one_line(done: subprocess.CompletedProcess[str], code: int, names: str) -> None:
+    assert done.returncode == code, (done.stdout, done.stderr)
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith("ladder: error: ")
+    assert names in lines[0], lines[0]
+    assert "Traceback" not in done.stderr
+    assert SECRET not in done.stdout + done.stderr
+
+
+# --- settings in the environment and options at their limits -----------------------------
+
+SUM = ["run", "--rung", "threads", "--workload", "sum", "--n", "1000"]
+KOMBU = ["run", "--rung", "kombu", "--workload", "sum", "--n", "1000"]
+BAD = [
+    # (environment, arguments, what the line must name)
+    ({"LADDER_VISIBILITY_TIMEOUT_S": "abc"}, ["rungs"], "LADDER_VISIBILITY_TIMEOUT_S must be"),
+    ({"LADDER_VISIBILITY_TIMEOUT_S": "nan"}, SUM, "LADDER_VISIBILITY_TIMEOUT_S must be between"),
+    ({"LADDER_VISIBILITY_TIMEOUT_S": "inf"}, SUM, "LADDER_VISIBILITY_TIMEOUT_S must be between"),
+    ({"LADDER_VISIBILITY_TIMEOUT_S": "0"}, KOMBU, "LADDER_VISIBILITY_TIMEOUT_S must be between"),
+    ({"LADDER_VISIBILITY_TIMEOUT_S": "-3"}, KOMBU, "LADDER_VISIBILITY_TIMEOUT_S must be between"),
+    (
+        {"LADDER_VISIBILITY_TIMEOUT_S": "1e308"},
+        KOMBU,
+        "LADDER_VISIBILITY_TIMEOUT_S must be between",
+    ),
+    ({"CELERY_BROKER_URL": "garbage"}, KOMBU, "CELERY_BROKER_URL must look like redis://"),
+    (
+        {"CELERY_BROKER_URL": "redis://127.0.0.1:1/0", "CELERY_RESULT_BACKEND": "::"},
+        KOMBU,
+        "CELERY_RESULT_BACKEND must look like redis://",
+    ),
+    ({}, ["demo", "--flower-port", "70000"], "argument --flower-port"),
+    ({}, ["demo", "--flower-port", "-1"], "argument --flower-port"),
+    ({}, ["demo", "--rungs", ""], "argument --rungs: must name at least one rung"),
+    ({}, ["demo", "--rungs", " , "], "argument --rungs: must name at least one rung"),
+    ({}, ["bench", "--repeat", "0"], "--repeat must be at least 1 (got 0)"),
+    ({}, ["bench", "--repeat", "-2"], "--repeat must be at least 1 (got -2)"),
+    ({}, [*KOMBU, "--broker", ""], "--broker is empty"),
+    ({}, [*KOMBU, "--broker", "@/nonexistent/broker-url"], "cannot read /nonexistent/broker-url"),
+    ({}, [*KOMBU, "--broker", f"redis://:{SECRET}@127.0.0.1:6390/0?foo=bar"], "option 'foo'"),
+    (
+        {},
+        [*KOMBU, "--broker", f"redis://:{SECRET}@127.0.0.1:6390/0?socket_timeout=abc"],
+        "option 'socket_timeout' is not taken",
+    ),
+    ({}, [*KOMBU, "--broker", f"redis://:{SECRET}@127.0.0.1:6390/\u00b2"], "not printable ASCII"),
+    ({}, [*KOMBU, "--broker", f"redis://:{SECRET}@127.0.0.1:6390/99"], "the database must be"),
+    ({}, [*KOMBU, "--broker", f"redis://:{SECRET}@127.0.0.1:6390/0#x"], "#fragment"),
+    ({}, [*KOMBU, "--broker", f"redis://:{SECRET}/x@127.0.0.1:6390/0"], "percent-encoded"),
+    ({}, [*KOMBU, "--broker", f"redis://:{SECRET}?x@127.0.0.1:6390/0"], "percent-encoded"),
+    ({}, [*KOMBU, "--broker", f"redis://:{SECRET}#x@127.0.0.1:6390/0"], "percent-encoded"),
+    ({}, [*KOMBU, "--broker", f"redis://:{SECRET}@x@127.0.0.1:6390/0"], "percent-encoded"),
+    ({}, [*KOMBU, "--broker", SECRET], "must look like redis://"),
+]
+
+
+@pytest.fixture(scope="module")
+def bad_runs() -> list[subprocess.CompletedProcess[str]]:
+    """Every case at once: each is mostly interpreter start-up."""
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+        return list(pool.map(lambda case: ladder(*case[1], env=case[0]), BAD))
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("index", range(len(BAD)), ids=[c[2][:40] for c in BAD])
+def test_a_bad_setting_or_option_is_one_line_and_exit_2(
+    bad_runs: list[subprocess.CompletedProcess[str]], index: int
+) -> None:
+    one_line(bad_runs[index], 2, BAD[index][2])
+
+
+def test_a_broker_url_file_is_read_and_its_password_never_shown(tmp_path: Path) -> None:
+    url_file = tmp_path / "url"
+    url_file.write_text(f"redis://:{SECRET}@127.0.0.1:1/0\n")
+    settings = Settings.load(broker=f"@{url_file}")
+    assert settings.broker_url == f"redis://:{SECRET}@127.0.0.1:1/0"
+    assert settings.result_backend == settings.broker_url
+    done = ladder(*KOMBU, "--broker", f"@{url_file}", timeout_s=30)
+    one_line(done, 1, "cannot reach the broker at redis://:***@127.0.0.1:1/0")
+
+
+def test_broker_given_on_the_command_line_wins_over_the_environment_for_both() -> None:
+    env = {
+        "CELERY_BROKER_URL": "redis://127.0.0.1:1/0",
+        "CELERY_RESULT_BACKEND": "redis://127.0.0.1:2/0",
+    }
+    settings = Settings.load(broker="redis://127.0.0.1:3/0", environ=env)
+    assert (settings.broker_url, settings.result_backend) == (
+        "redis://127.0.0.1:3/0",
+        "redis://127.0.0.1:3/0",
+    )
+    # With no broker URL at all, the private stack is its own result backend.
+    assert Settings.load(environ={"CELERY_RESULT_BACKEND": "redis://127.0.0.1:2/0"}) == Settings()
+
+
+# --- masking: every place a URL can carry a secret ----------------------------------------
+
+MASKED = [
+    (f"redis://:{SECRET}@host:6379/0", "redis://:***@host:6379/0"),
+    (f"redis://user:{SECRET}@host:6379/0", "redis://user:***@host:6379/0"),
+    (f"redis://{SECRET}@host:6379/0", "redis://***@host:6379/0"),
+    (f"redis://:{SECRET}/x@host:6379/0", "redis://:***@host:6379/0"),
+    (f"redis://:{SECRET}?x@host:6379/0", "redis://:***@host:6379/0"),
+    (f"redis://:{SECRET}#x@host:6379/0", "redis://:***@host:6379/0"),
+    (f"redis://:{SECRET}@x@host:6379/0", "redis://:***@host:6379/0"),
+    (f"redis://host:6379/0?password={SECRET}", "redis://host:6379/0?password=***"),
+    (f"redis://host:6379/0?a=1&password={SECRET}", "redis://host:6379/0?a=***&password=***"),
+    (f"redis://host:6379/0#{SECRET}", "redis://host:6379/0#***"),
+    (f"rediss://u:{SECRET}@host/0?ssl_cert_reqs=none", "rediss://u:***@host/0?ssl_cert_reqs=***"),
+    (SECRET, "<not a URL>"),
+    (f"://{SECRET}", "<not a URL>"),
+    (f"redis://:{SECRET}\n@host", "redis://:***@host"),
+    ("redis://host:6379/0", "redis://host:6379/0"),
+]
+
+
+@pytest.mark.parametrize(("url", "shown"), MASKED)
+def test_mask_url_hides_every_secret(url: str, shown: str) -> None:
+    assert mask_url(url) == shown
+    assert SECRET not in mask_url(url)
+
+
+@pytest.mark.parametrize("url", [url for url, _ in MASKED if url != "redis://host:6379/0"])
+def test_check_url_refuses_or_takes_without_showing_the_secret(url: str) -> None:
+    try:
+        check_url(url)
+    except BadInput as error:
+        assert SECRET not in str(error)
+        assert "\n" not in str(error)
+
+
+# --- output that cannot be written ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "args", [["rungs"], [*SUM, "--json"], [*SUM]], ids=["rungs", "run-json", "run-table"]
+)
+@pytest.mark.parametrize("where", ["closed", "/dev/full"])
+def test_output_that_cannot_be_written_is_one_line_and_exit_1(args: list[str], where: str) -> None:
+    if where == "closed":
+        # The child's stdout is closed before it starts, as `ladder rungs >&-` does.
+        done = subprocess.run(
+            [*LADDER, *args],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
+            env=ENV,
+            timeout=60,
+            check=False,
+            preexec_fn=lambda: os.close(1),
+        )
+        said = "standard output is closed"
+    else:
+        with open(where, "w") as full:
+            done = subprocess.run(
+                [*LADDER, *args],
+                stdout=full,
+                stderr=subprocess.PIPE,
+                text=True,
+                cwd=ROOT,
+                env=ENV,
+                timeout=60,
+                check=False,
+            )
+        said = "No space left on device"
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.splitlines() == [f"ladder: error: cannot write the output: {said}"]
+
+
+@pytest.fixture
+def full_disk(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """A folder on a filesystem with room for a few kilobytes only."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    mount = tmp_path / "small"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=12k", "tmpfs", str(mount)], check=True)
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], check=True)
+
+
+@pytest.mark.timeout(180)
+def test_a_full_disk_under_out_is_one_line_and_keeps_what_was_written(full_disk: Path) -> None:
+    out = full_disk / "results"
+    done = ladder(
+        "demo",
+        "--quick",
+        "--rungs",
+        "serial,threads",
+        "--no-servers",
+        "--out",
+        str(out),
+        timeout_s=150,
+    )
+    assert done.returncode == 1, done.stderr
+    lines = done.stderr.splitlines()
+    errors = [line for line in lines if line.startswith("ladder: error: ")]
+    assert errors == [
+        f"ladder: error: cannot write {out / 'comparison.png'}: No space left on device"
+    ]
+    assert "Traceback" not in done.stderr
+    assert "sum (CPU)" in done.stdout  # the table was shown
+    assert (out / "results.json").stat().st_size > 0  # what fitted was kept
