@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import math
 import os
 import sys
@@ -732,6 +733,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Piped into a file, a table keeps its columns rather than wrapping at 80.
     out = Console() if output.isatty() else Console(width=140)
     interrupt.install()
+    notes = logging.StreamHandler(sys.stderr)
+    notes.setFormatter(logging.Formatter("ladder: note: %(message)s"))
+    logging.getLogger("ladder").addHandler(notes)
     try:
         settings = Settings.load(broker=getattr(args, "broker", None))
         forget_celery_urls()

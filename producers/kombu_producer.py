@@ -58,7 +58,8 @@ def produce(
             with session(url, visibility_s, name) as connection:
                 put_share(connection.SimpleQueue(keys.items, serializer="json"), ids, job, sent)
         except OUTAGE_ERRORS as error:
-            log.warning("lost the broker (%s); reconnecting", error)
+            # Quietly: the run reports the outage and how long it lasted, once.
+            log.info("lost the broker (%s); reconnecting", error)
             time.sleep(RECONNECT_S)
 
 

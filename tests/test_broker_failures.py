@@ -1,0 +1,195 @@
+"""A broker that misbehaves, before or during a run: ladder says what is wrong in one
+line and exits 1, never with a traceback, and leaves nothing running.
+
+Each case has a redis-server of its own (they are killed, frozen, filled, made read-only
+or given a user with too few rights), and runs `ladder run` against it as a real process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+import pytest
+import redis
+
+from ladder.broker import client
+from ladder.stack import RedisServer
+from tests.proctree import cmdline, descendants, kill_all, running
+
+ROOT = Path(__file__).resolve().parents[1]
+LADDER = [sys.executable, "-m", "ladder.cli"]
+# A dead consumer's messages come back after a second: the outage limit is then 16 s.
+ENV = {
+    **{k: v for k, v in os.environ.items() if not k.startswith(("CELERY_", "LADDER_"))},
+    "LADDER_VISIBILITY_TIMEOUT_S": "1",
+}
+KOMBU = ["run", "--rung", "kombu", "--workload", "pipeline"]
+CELERY = ["run", "--rung", "celery", "--workload", "sum", "--n", "1000"]
+
+
+@dataclass
+class Broker:
+    """A private redis-server, its URL in a file for --broker @FILE, and a client."""
+
+    server: RedisServer
+    url_file: Path
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    @property
+    def redis(self) -> redis.Redis:
+        return client(self.url)
+
+    @property
+    def process(self) -> psutil.Process:
+        assert self.server.process is not None
+        return psutil.Process(self.server.process.pid)
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Broker]:
+    server = RedisServer(tmp_path)
+    server.start()
+    url_file = tmp_path / "broker-url"
+    url_file.write_text(server.url + "\n")
+    try:
+        yield Broker(server, url_file)
+    finally:
+        if server.process is not None:  # a frozen one could not be stopped
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(server.process.pid, signal.SIGCONT)
+        server.stop()
+
+
+def check_one_line(stderr: str, names: str) -> None:
+    """One error line naming the problem; notes (one line each) allowed; no traceback."""
+    lines = stderr.splitlines()
+    errors = [line for line in lines if line.startswith("ladder: error: ")]
+    assert len(errors) == 1, stderr[-3000:]
+    assert names in errors[0], errors[0]
+    others = [line for line in lines if not line.startswith(("ladder: error: ", "ladder: note: "))]
+    assert others == [], stderr[-3000:]
+
+
+def run_ladder(
+    args: list[str], url_file: Path, timeout_s: float = 60
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*LADDER, *args, "--broker", f"@{url_file}"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=ENV,
+        timeout=timeout_s,
+        check=False,
+    )
+
+
+# --- refused before the run ----------------------------------------------------------------
+
+BEFORE: dict[str, tuple[Callable[[Broker], str], str]] = {
+    # (what is done to the broker; the URL to give; what the line must say)
+    "read-only-replica": (
+        lambda b: (b.redis.execute_command("REPLICAOF", "127.0.0.1", "1"), b.url)[1],
+        "is a read-only replica",
+    ),
+    "user-without-eval": (
+        lambda b: (
+            b.redis.execute_command(
+                *("ACL", "SETUSER", "noeval", "on", ">noeval-pw", "~*", "&*", "+@all"),
+                *("-eval", "-evalsha"),
+            ),
+            b.url.replace(f":{b.server.password}@", ":noeval-pw@").replace("://", "://noeval", 1),
+        )[1],
+        "refused a command this user may not run (this user has no permissions to run the",
+    ),
+    "out-of-memory": (
+        lambda b: (b.redis.config_set("maxmemory", 1), b.url)[1],
+        "is out of memory",
+    ),
+}
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("rung", [KOMBU, CELERY], ids=["kombu", "celery"])
+@pytest.mark.parametrize("case", list(BEFORE))
+def test_a_broker_that_refuses_writes_is_named_in_one_line(
+    case: str, rung: list[str], broker: Broker
+) -> None:
+    make, says = BEFORE[case]
+    url = make(broker)
+    broker.url_file.write_text(url + "\n")
+    done = run_ladder([*rung, "--items", "100"] if rung is KOMBU else rung, broker.url_file)
+    assert done.returncode == 1, done.stderr
+    check_one_line(done.stderr, says)
+    assert broker.server.password not in done.stderr and "noeval-pw" not in done.stderr
+
+
+# --- failing in the middle of a run --------------------------------------------------------
+
+
+def kill(b: Broker) -> None:
+    b.process.kill()
+
+
+def freeze(b: Broker) -> None:
+    b.process.suspend()
+
+
+def fill(b: Broker) -> None:
+    used = int(b.redis.info("memory")["used_memory"])
+    b.redis.config_set("maxmemory", used + 2_000_000)
+
+
+DURING: dict[str, tuple[Callable[[Broker], None], str]] = {
+    "killed-for-good": (kill, "the broker has been unreachable for"),
+    "frozen": (freeze, "the broker has been unreachable for"),
+    "out-of-memory": (fill, "is out of memory"),
+}
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("case", list(DURING))
+def test_a_broker_that_fails_mid_run_is_one_line_and_nothing_is_left(
+    case: str, broker: Broker, tmp_path: Path
+) -> None:
+    fault, says = DURING[case]
+    args = [*KOMBU, "--items", "2000000", "--payload-bytes", "2000"]
+    args += ["--broker", f"@{broker.url_file}"]
+    with open(tmp_path / "err", "w+") as err:
+        process = subprocess.Popen(
+            [*LADDER, *args],
+            cwd=ROOT,
+            env=ENV,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            start_new_session=True,
+        )
+        seen: list[psutil.Process] = []
+        try:
+            deadline = time.monotonic() + 30
+            while not any(True for _ in broker.redis.scan_iter(match="ladder:*:deliveries")):
+                assert process.poll() is None and time.monotonic() < deadline
+                time.sleep(0.1)
+            seen = descendants(psutil.Process(process.pid))
+            fault(broker)
+            returncode = process.wait(timeout=90)
+            err.seek(0)
+            stderr = err.read()
+            assert returncode == 1, stderr[-3000:]
+            check_one_line(stderr, says)
+            _, alive = psutil.wait_procs(seen, timeout=10)
+            assert running(alive) == [], [cmdline(p) for p in alive]
+        finally:
+            kill_all(process, seen)
