@@ -15,5 +15,10 @@ import sys  # noqa: E402
 
 from servers import protocol, thread_server  # noqa: E402
 
+# A greenlet is a few KB, and one OS thread wakes for them all, so no crowd forms for the
+# GIL: the bound is memory, a line's worth (64 KiB) a client can make the server hold,
+# 640 MB at most, and the open files it leaves for everything else.
+MAX_CONNECTIONS = 10_000
+
 if __name__ == "__main__":
-    sys.exit(protocol.main("gevent", thread_server.serve))
+    sys.exit(protocol.main("gevent", thread_server.serve, MAX_CONNECTIONS))
