@@ -4,11 +4,13 @@ A client sends lines ending in a newline; the server answers each with the same 
 upper-cased. A line longer than MAX_LINE_BYTES is answered with TOO_LONG and dropped up
 to its newline, so one client cannot make the server hold more than a line's worth.
 A client that leaves, even mid-line, ends its own connection and nothing else.
+A client past a server's bound on open connections is told BUSY and closed at once.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import logging
 import resource
@@ -29,6 +31,9 @@ RECV_BYTES = 64 * 1024
 # of them dropped and retried a second later. Every model gets the same, larger one.
 BACKLOG = 1024
 OPEN_FILES = 65536
+# Besides a file per connection: the listening socket, the interpreter's own files, and
+# the one a client past the bound is accepted on to be told so.
+SPARE_FILES = 64
 
 EXIT_OK, EXIT_BAD_INPUT = 0, 2
 EXIT_BY_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}  # 128 + the signal, as in ladder
@@ -37,7 +42,8 @@ SAID_BY_SIGNAL = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated"}
 log = logging.getLogger("servers")
 
 Address = tuple[str, int]
-Serve = Callable[[str, int, Callable[[Address], None]], None]
+# serve(host, port, max_connections, ready)
+Serve = Callable[[str, int, int, Callable[[Address], None]], None]
 
 
 def reply(line: bytes) -> bytes:
@@ -71,6 +77,22 @@ class Lines:
                 self._partial.clear()
                 self._dropping = True
         return bytes(out)
+
+
+def busy(open_now: int, max_connections: int) -> bytes:
+    """The one line a client past the bound gets before the server closes its connection."""
+    return f"ERROR busy: {open_now} connections open, at most {max_connections}\n".encode()
+
+
+def admitted(conn: socket.socket, open_now: int, max_connections: int) -> bool:
+    """Whether a new client fits under the bound; if not, it is told BUSY, without waiting
+    on it (the accepting thread says it), and the caller closes the connection."""
+    if open_now < max_connections:
+        return True
+    with contextlib.suppress(OSError):  # a client gone already needs no answer
+        conn.setblocking(False)
+        conn.send(busy(open_now, max_connections))
+    return False
 
 
 class LineHandler(socketserver.BaseRequestHandler):
@@ -128,6 +150,16 @@ def port_number(text: str) -> int:
     return port
 
 
+def at_least_one(text: str) -> int:
+    try:
+        number = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number (got {text!r})") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1 (got {number})")
+    return number
+
+
 def raise_open_files(wanted: int) -> int:
     """Raise the soft limit on open files towards `wanted`, up to the hard limit; the new limit."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -154,9 +186,17 @@ def cannot_listen(host: str, port: int, error: OSError) -> str:
     return f"cannot listen on {host}:{port}: {error.strerror or error}"
 
 
-def main(model: str, serve: Serve, argv: Sequence[str] | None = None) -> int:
-    """Run serve(host, port, ready) for `python -m servers.<model>_server`: one line once
-    it listens, one line on stderr and exit 2 if it cannot, 130 or 143 when stopped."""
+def main(
+    model: str,
+    serve: Serve,
+    max_connections: int,
+    spare_files: int | None = SPARE_FILES,
+    argv: Sequence[str] | None = None,
+) -> int:
+    """Run serve(host, port, max_connections, ready) for `python -m servers.<model>_server`:
+    one line once it listens, one line on stderr and exit 2 if it cannot, 130 or 143 when
+    stopped. The server holds a file per connection and `spare_files` more, so its bound
+    is kept under its open-files limit; None where children hold the connections."""
     parser = Parser(
         prog=f"python -m servers.{model}_server",
         description=f"An upper-casing line server, {model} model.",
@@ -165,9 +205,25 @@ def main(model: str, serve: Serve, argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--port", type=port_number, default=PORT, help="0 picks a free one (default %(default)s)"
     )
+    fewer = "" if spare_files is None else ", fewer if open files would run out"
+    parser.add_argument(
+        "--max-connections",
+        type=at_least_one,
+        metavar="N",
+        help=f"clients served at once; one more is told busy (default {max_connections}{fewer})",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(stream=sys.stderr, format=f"{model} server: %(message)s")
-    raise_open_files(OPEN_FILES)
+    open_files = raise_open_files(OPEN_FILES)
+    bound = args.max_connections or max_connections
+    if spare_files is not None and bound + spare_files > open_files:
+        # Past the limit, accept() fails and clients wait unanswered in the backlog.
+        if args.max_connections:
+            fail(
+                f"--max-connections {bound} needs {bound + spare_files} open files, more than "
+                f"this process may have ({open_files}; raise the hard limit: ulimit -Hn)"
+            )
+        bound = max(1, open_files - spare_files)
     signal.signal(signal.SIGINT, _stop)
     signal.signal(signal.SIGTERM, _stop)
     listening = False
@@ -178,7 +234,7 @@ def main(model: str, serve: Serve, argv: Sequence[str] | None = None) -> int:
         print(f"serving {model} on {address[0]}:{address[1]}", flush=True)
 
     try:
-        serve(args.host, args.port, ready)
+        serve(args.host, args.port, bound, ready)
     except Stopped as stopped:
         print(f"ladder: error: {SAID_BY_SIGNAL[signal.Signals(stopped.signum)]}", file=sys.stderr)
         return int(stopped.code or 0)

@@ -1,11 +1,13 @@
 """The four servers as a user runs them (`ladder serve`, `ladder load`): replies under
-concurrent clients, clients that leave or send too much, bad input, and Ctrl-C."""
+concurrent clients, clients that leave or send too much, idle clients past the bound or
+in bursts of thousands, bad input, and Ctrl-C."""
 
 from __future__ import annotations
 
 import json
 import os
 import re
+import resource
 import signal
 import socket
 import struct
@@ -14,14 +16,23 @@ import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
 import pytest
 
-from servers import MODELS
-from servers.protocol import MAX_LINE_BYTES, TOO_LONG, Lines
+from servers import MODELS, process_server, thread_server
+from servers.protocol import (
+    BACKLOG,
+    MAX_LINE_BYTES,
+    SPARE_FILES,
+    TOO_LONG,
+    Lines,
+    busy,
+    raise_open_files,
+)
 from tests.proctree import cmdline, descendants, kill_all, running
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,8 +52,14 @@ class Server:
     err: Path
 
 
-def start(model: str, folder: Path) -> Server:
-    """`ladder serve --model <model> --port 0`, once it has said where it listens."""
+def start(model: str, folder: Path, open_files: int | None = None) -> Server:
+    """`ladder serve --model <model> --port 0`, once it has said where it listens;
+    `open_files`: run it under that limit on open files, soft and hard."""
+
+    def limit_files() -> None:
+        if open_files is not None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (open_files, open_files))
+
     out, err = folder / f"{model}.out", folder / f"{model}.err"
     with open(out, "wb") as stdout, open(err, "wb") as stderr:
         process = subprocess.Popen(
@@ -52,6 +69,7 @@ def start(model: str, folder: Path) -> Server:
             stdout=stdout,
             stderr=stderr,
             start_new_session=True,
+            preexec_fn=limit_files,
         )
     deadline = time.monotonic() + 20
     while not (found := READY.search(out.read_text())):
@@ -236,3 +254,117 @@ def test_compare_starts_every_model_and_says_which_held_up_best() -> None:
         r"Held up best \(most requests/s, no errors\): at K = 1, \w+ .*; at K = 5, ", said
     ), said
     assert len(re.findall(r" ok$", done.stderr, re.MULTILINE)) == 2 * len(MODELS)
+
+
+@contextmanager
+def idle_clients(port: int, count: int) -> Iterator[list[socket.socket]]:
+    """`count` connections opened one after another, then left idle; all closed at the end."""
+    assert raise_open_files(count + SPARE_FILES) >= count + SPARE_FILES, "ulimit -Hn too low"
+    clients: list[socket.socket] = []
+    try:
+        for _ in range(count):
+            clients.append(connect(port))
+        yield clients
+    finally:
+        for client in clients:
+            client.close()
+
+
+def told_busy(conn: socket.socket, bound: int) -> None:
+    """The one line a client past the bound gets, then the end of its connection."""
+    assert read_line(conn) == busy(bound, bound)
+    assert conn.recv(1) == b""
+
+
+def served_within(port: int, seconds: float) -> float:
+    """How long until a new client gets its line answered, asking again while told busy."""
+    start = time.monotonic()
+    while True:
+        with socket.create_connection(("127.0.0.1", port), timeout=seconds) as new:
+            answer = ask(new, b"hello")
+        if answer == b"HELLO\n":
+            return time.monotonic() - start
+        assert answer.startswith(b"ERROR busy: "), answer
+        assert time.monotonic() - start < seconds, f"still {answer!r} after {seconds} s"
+        time.sleep(0.05)
+
+
+# (model, its open-files limit or None for the usual, the bound it then has). gevent and
+# asyncio allow more clients than these open files, so their bound is what the limit
+# leaves; asyncio keeps room for the backlog, which it accepts in one go.
+BOUNDS = [
+    ("process", None, process_server.MAX_CONNECTIONS),
+    ("thread", None, thread_server.MAX_CONNECTIONS),
+    ("gevent", 512, 512 - SPARE_FILES),
+    ("asyncio", 2048, 2048 - SPARE_FILES - BACKLOG),
+]
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(("model", "open_files", "bound"), BOUNDS, ids=[b[0] for b in BOUNDS])
+def test_idle_clients_past_the_bound_are_told_busy_and_the_next_is_served_once_one_leaves(
+    model: str, open_files: int | None, bound: int, tmp_path: Path
+) -> None:
+    server = start(model, tmp_path, open_files)
+    try:
+        with idle_clients(server.port, bound) as held:
+            for client in held:
+                assert ask(client, b"hi") == b"HI\n"
+            with idle_clients(server.port, 100) as excess:
+                for client in excess:
+                    told_busy(client, bound)
+            with connect(server.port) as new:
+                told_busy(new, bound)
+            assert ask(held[-1], b"still served") == b"STILL SERVED\n"
+            held.pop(0).close()
+            served_within(server.port, 5)
+        assert server.process.poll() is None
+        assert "Traceback" not in server.err.read_text()
+    finally:
+        kill_all(server.process, [])
+
+
+BURST = 8000  # past the bound of process and thread, under that of gevent and asyncio
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("model", list(MODELS))
+def test_a_new_client_is_served_within_5_s_of_8000_clients_leaving_at_once(
+    model: str, tmp_path: Path
+) -> None:
+    server = start(model, tmp_path)
+    try:
+        with idle_clients(server.port, BURST), connect(server.port) as one_more:
+            answer = ask(one_more, b"hello")  # served, or told busy: answered, either way
+            assert answer == b"HELLO\n" or answer.startswith(b"ERROR busy: "), answer
+        assert served_within(server.port, 5) < 5
+        assert server.process.poll() is None
+        assert "Traceback" not in server.err.read_text()
+    finally:
+        kill_all(server.process, [])
+
+
+@pytest.mark.timeout(30)
+def test_a_bad_max_connections_is_one_line_and_exit_2() -> None:
+    cases = [
+        (["--max-connections", "0"], None, "argument --max-connections: must be at least 1"),
+        (["--max-connections", "many"], None, "--max-connections: must be a whole number"),
+        (["--max-connections", "1000"], 256, "more than this process may have (256; raise"),
+    ]
+    for model in ("thread", "asyncio"):
+        for args, open_files, says in cases:
+            done = subprocess.run(
+                [sys.executable, "-m", MODELS[model], "--port", "0", *args],
+                cwd=ROOT,
+                env=ENV,
+                capture_output=True,
+                text=True,
+                timeout=20,
+                preexec_fn=None
+                if open_files is None
+                else lambda n=open_files: resource.setrlimit(resource.RLIMIT_NOFILE, (n, n)),
+            )
+            assert done.returncode == 2, (model, args, done.stdout, done.stderr)
+            assert done.stdout == ""
+            [line] = done.stderr.splitlines()
+            assert line.startswith("ladder: error: ") and says in line, (model, line)
