@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import threading
 import uuid
 from collections.abc import Iterator
@@ -117,7 +118,8 @@ def describe(error: BaseException, url: str, what: str = "broker") -> str:
     """One line for a broker that failed a command: what it means, never the password."""
     where = mask_url(url)
     the = f"the {what} at {where}"
-    said = " ".join(str(error).split())[:200]
+    # What the error says, in one line, with any URL in it masked as well.
+    said = re.sub(r"\w+://\S+", lambda m: mask_url(m.group()), " ".join(str(error).split()))[:200]
     if isinstance(error, redis.AuthenticationError) or "WRONGPASS" in said:
         return f"{the} refused the password"
     if "NOAUTH" in said:

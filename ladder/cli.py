@@ -53,7 +53,7 @@ examples:
   ladder run --rung threads --workload pipeline --consumers 8 --work-ms 5
   ladder run --rung processes --workload pipeline --items 100000 --end join --json
   ladder run --rung celery --workload sum --n 20000000 --chunks 16
-  ladder run --rung kombu --workload pipeline --broker redis://:secret@127.0.0.1:6380/0
+  ladder run --rung kombu --workload pipeline --broker @broker-url.txt
   ladder run --rung threads --workload tickets --tickets 100 --buyers 200 --unsafe
   ladder run --rung celery --workload tickets --lock redis-lock
   ladder deadlock

@@ -17,6 +17,7 @@ SIGKILL, the Redis server stopped and started again, a producer killed with SIGK
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
@@ -36,6 +37,7 @@ from ladder.stack import RedisServer
 from producers.broker_rung import POLL_S
 from producers.celery_producer import CeleryRung
 from producers.kombu_producer import KombuRung
+from tests.watch import wait_for
 
 # Short, so that a dead consumer's messages come back within the test.
 VISIBILITY_TIMEOUT_S = 3.0
@@ -245,4 +247,38 @@ def test_a_celery_producer_killed_mid_run_is_reported(fault_redis: str, tmp_path
             )
         check_producer_death_reported(result, job)
     finally:
+        workers.stop()
+
+
+@pytest.mark.timeout(200)
+def test_a_frozen_worker_that_wakes_after_its_run_makes_none_of_its_keys(
+    fault_redis: str, tmp_path: Path
+) -> None:
+    """A Celery worker stopped (SIGSTOP) mid-run: the others finish the run, which ends
+    and cleans up; woken (SIGCONT), the worker handles what it held, and records nothing:
+    its run is over, and none of the run's keys comes back."""
+    workers = celery_workers(fault_redis, tmp_path)
+    job = PipelineJob(items=1_500, producers=2, consumers=6, work_ms=5)
+    r = client(fault_redis)
+    try:
+        workers.start()
+        frozen = workers.processes[0]
+        with CeleryRung(settings(fault_redis)) as rung:
+            result = run_with_fault(
+                fault_redis,
+                lambda: run(rung, job),
+                lambda: os.killpg(frozen.pid, signal.SIGSTOP),
+                "worker frozen (SIGSTOP)",
+            )
+        check_nothing_lost(result)
+        assert list(r.scan_iter(match="ladder:*")) == []
+        os.killpg(frozen.pid, signal.SIGCONT)
+        # It works through what it held: its task, its prefetched messages.
+        assert wait_for(lambda: r.llen("celery") == 0 and r.hlen("unacked") == 0, 30)
+        time.sleep(2 * VISIBILITY_TIMEOUT_S)
+        assert frozen.poll() is None  # it lived on, and did its work
+        assert list(r.scan_iter(match="ladder:*")) == []
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(workers.processes[0].pid, signal.SIGCONT)
         workers.stop()
