@@ -95,15 +95,19 @@ def noop() -> None:
     """Nothing at all: what a task costs Celery itself, the bench's limit."""
 
 
+# Every task checks its arguments first: anyone who can write to the broker can send a
+# task, and a bound not checked here (a sum to 10**18, a run id of "*") is a worker tied
+# up for good or keys written outside its run's ladder:<run id>:. A task refused so
+# fails in one log line, and the worker serves on.
 @app.task(name="tasks.sum_range")
 def sum_range(start: int, stop: int) -> int:
-    return workloads.sum_range(start, stop)
+    return workloads.sum_range(*workloads.check_range(start, stop))
 
 
 @app.task(name="tasks.add_totals")
 def add_totals(totals: list[int]) -> int:
     """The chord's body: one total from the totals of every chunk."""
-    return sum(totals)
+    return sum(workloads.check_totals(totals))
 
 
 # acks_late: the message is acknowledged after the item is handled and recorded, not
@@ -113,8 +117,10 @@ def add_totals(totals: list[int]) -> int:
 def handle_item(
     item: workloads.Item, run_id: str, work_ms: float = 0.0, work_kind: workloads.WorkKind = "io"
 ) -> None:
-    item_id, latency_s = workloads.handle_item(workloads.check_item(item), work_ms, work_kind)
-    recorder().record(RunKeys(run_id), item_id, latency_s)
+    keys = RunKeys(workloads.check_run_id(run_id))
+    work = workloads.check_work(work_ms, work_kind)
+    item_id, latency_s = workloads.handle_item(workloads.check_item(item), *work)
+    recorder().record(keys, item_id, latency_s)
 
 
 # The same for a batch: one message, one task, many items, each recorded once.
@@ -125,9 +131,10 @@ def handle_batch(
     work_ms: float = 0.0,
     work_kind: workloads.WorkKind = "io",
 ) -> None:
-    checked = [workloads.check_item(item) for item in items]
-    handled = workloads.handle_batch(checked, work_ms, work_kind)
-    recorder().record_all(RunKeys(run_id), handled)
+    keys = RunKeys(workloads.check_run_id(run_id))
+    work = workloads.check_work(work_ms, work_kind)
+    handled = workloads.handle_batch(workloads.check_batch(items), *work)
+    recorder().record_all(keys, handled)
 
 
 @functools.cache
@@ -142,4 +149,5 @@ def ticket_client() -> redis.Redis:
 def buy_ticket(run_id: str, buyer: int, gap_ms: float, mode: str) -> bool:
     """Buyer number `buyer` of run run_id checks, waits gap_ms and buys: mode is unsafe,
     atomic or redis-lock."""
-    return RedisTickets(ticket_client(), RunKeys(run_id).prefix).buy(buyer, gap_ms, mode)
+    keys = RunKeys(workloads.check_run_id(run_id))
+    return RedisTickets(ticket_client(), keys.prefix).buy(*workloads.check_buy(buyer, gap_ms, mode))
