@@ -501,6 +501,27 @@ CELERY_CASES = [
         Bad(lambda k, p: task_message([bad_item(k), k.run_id], odd="h" * (5 * MB)), None),
         "header-of-5-mb",
     ),
+    *[
+        case(Bad(lambda k, p, h=h: task_message([bad_item(k), k.run_id], **h), names), case_id)
+        for h, names, case_id in [
+            ({"id": None}, r"invalid task message: id must be", "task-id-null"),
+            ({"id": ["x"]}, r"invalid task message: id must be", "task-id-a-list"),
+            ({"root_id": 5}, r"invalid task message: root_id must be", "root-id-a-number"),
+            ({"expires": "not a date"}, r"(?i)invalid task|expires|date", "expires-not-a-date"),
+            ({"expires": 1e300}, r"(?i)invalid task|expires|overflow", "expires-a-huge-number"),
+            ({"retries": "many"}, r"invalid task message: retries must be", "retries-a-string"),
+            ({"stamps": [1]}, r"invalid task message: stamps must be", "stamps-a-list"),
+        ]
+    ],
+    case(
+        Bad(
+            lambda k, p: envelope(
+                json.dumps([[bad_item(k), k.run_id], [1], {}]).encode(), headers=task_headers()
+            ),
+            r"(?i)invalid task|kwargs|mapping",
+        ),
+        "kwargs-a-list",
+    ),
     case(Bad(lambda k, p: compressed_task(k), COMPRESSED), "compressed-to-inflate-256-mb"),
     case(Bad(lambda k, p: task_of_bytes(k, MAX_MESSAGE_BYTES), None), "body-of-the-bound"),
     case(
