@@ -24,7 +24,7 @@ from consumers.transport import Transport
 from ladder.broker import OUTAGE_ERRORS, RunKeys, transport_options
 from ladder.jobs import PipelineJob
 from local_ipc.loops import sum_chunks
-from tasks.workloads import STOP, check_batch, check_chunk, check_item, handle_batch
+from tasks.workloads import STOP, check_chunk, check_message, handle_batch
 
 POLL_S = 1.0
 RECORD_EVERY = 50  # messages whose items are recorded in one round trip, at most
@@ -70,8 +70,7 @@ def consume(url: str, keys: RunKeys, job: PipelineJob, visibility_timeout_s: flo
     handled: list[tuple[int, float]] = []
 
     def handle(payload: Any) -> None:
-        items = check_batch(payload) if isinstance(payload, list) else [check_item(payload)]
-        handled.extend(handle_batch(items, job.work_ms, job.work_kind))
+        handled.extend(handle_batch(check_message(payload), job.work_ms, job.work_kind))
 
     def record() -> None:
         recorder.record_all(keys, handled)

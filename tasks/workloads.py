@@ -215,7 +215,8 @@ def make_message(
     ids: Sequence[int], payload: str, batched: bool, produce_ms: float = 0.0
 ) -> Item | list[Item]:
     """The message that carries ids: each item made (produce_ms apart, as a producer
-    makes them), a list of them when batched, else the one item (unpack's inverse)."""
+    makes them), a list of them when batched, else the one item (check_message's
+    inverse)."""
     items = []
     for item_id in ids:
         if produce_ms:
@@ -224,6 +225,7 @@ def make_message(
     return items if batched else items[0]
 
 
-def unpack(message: Item | list[Item]) -> list[Item] | tuple[Item]:
-    """The items of a message: a batch is a list of them, else the message is one."""
-    return message if isinstance(message, list) else (message,)
+def check_message(message: Any) -> list[Item]:
+    """The items of a message from a queue, checked: a batch is a list of them
+    (check_batch), else the message is one (check_item)."""
+    return check_batch(message) if isinstance(message, list) else [check_item(message)]
