@@ -24,7 +24,7 @@ from consumers.transport import Transport
 from ladder.broker import OUTAGE_ERRORS, RunKeys, transport_options
 from ladder.jobs import PipelineJob
 from local_ipc.loops import sum_chunks
-from tasks.workloads import STOP, check_item, handle_batch, unpack
+from tasks.workloads import STOP, check_chunk, check_message, handle_batch
 
 POLL_S = 1.0
 RECORD_EVERY = 50  # messages whose items are recorded in one round trip, at most
@@ -70,8 +70,7 @@ def consume(url: str, keys: RunKeys, job: PipelineJob, visibility_timeout_s: flo
     handled: list[tuple[int, float]] = []
 
     def handle(payload: Any) -> None:
-        items = [check_item(item) for item in unpack(payload)]
-        handled.extend(handle_batch(items, job.work_ms, job.work_kind))
+        handled.extend(handle_batch(check_message(payload), job.work_ms, job.work_kind))
 
     def record() -> None:
         recorder.record_all(keys, handled)
@@ -186,10 +185,34 @@ class PayloadQueue:
         return message.payload
 
 
+class ChunkQueue(PayloadQueue):
+    """The sum's queue of chunks, whose get gives only the sentinel or a (start, stop)
+    that check_chunk passes: any other message is refused, in one log line, and the
+    next one taken."""
+
+    def __init__(self, connection: Connection, name: str) -> None:
+        super().__init__(connection, name)
+        self.simple.consumer.on_decode_error = self.refuse
+
+    def refuse(self, message: Any, error: Exception) -> None:
+        log.warning("refused a message on %s: %s", self.simple.queue.name, error)
+        message.reject()
+
+    def get(self, block: bool = True, timeout: float | None = None) -> Any:
+        while True:
+            message = self.simple.get(block=block, timeout=timeout)
+            message.ack()
+            try:
+                chunk = message.payload
+                return chunk if chunk is STOP else check_chunk(chunk)
+            except ValueError as error:
+                log.warning("refused a message on %s: %s", self.simple.queue.name, error)
+
+
 def sum_worker(url: str, keys: RunKeys, visibility_timeout_s: float) -> None:
     """The processes rung's sum loop, its two queues now on the broker."""
     with connect(url, visibility_timeout_s) as connection:
         sum_chunks(
-            PayloadQueue(connection, keys.queue("chunks")),
+            ChunkQueue(connection, keys.queue("chunks")),
             PayloadQueue(connection, keys.queue("totals")),
         )

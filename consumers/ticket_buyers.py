@@ -16,6 +16,7 @@ from consumers.kombu_consumer import consume_queue
 from ladder.broker import RunKeys, client
 from ladder.jobs import TicketsJob
 from tasks.tickets import RedisTickets
+from tasks.workloads import check_buy
 
 
 def buyers_queue(keys: RunKeys) -> str:
@@ -33,14 +34,16 @@ def serve(url: str, keys: RunKeys, job: TicketsJob, visibility_timeout_s: float)
 
     Acknowledged once answered: the buyer of a consumer that dies comes back to the
     queue, and a safe buy keeps its first answer, so it buys once. A buyer that cannot be
-    served (an unreadable message, a lock not had in time) is refused and left
-    unanswered, which the verification counts.
+    served (an unreadable message, a buyer's number out of range, a lock not had in
+    time) is refused and left unanswered, which the verification counts.
     """
     name = f"ladder-ticket-buyer-{os.getpid()}"
     tickets = RedisTickets(client(url, name=name), keys.prefix)
 
-    def buy(buyer: Any) -> None:
-        tickets.buy(int(buyer["buyer"]), job.gap_ms, job.mode)
+    def buy(message: Any) -> None:
+        if not isinstance(message, dict) or "buyer" not in message:
+            raise ValueError(f"not a buyer: {message!r:.80}, not {{'buyer': number}}")
+        tickets.buy(*check_buy(message["buyer"], job.gap_ms, job.mode))
 
     consume_queue(
         url,

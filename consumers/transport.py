@@ -1,19 +1,29 @@
 """kombu's Redis transport, refusing a malformed message instead of dying on it, and
 with less work per message.
 
-kombu decodes what BRPOP returns (JSON, then the envelope) with no handler around it:
-one LPUSH of garbage by hand would end a Celery worker or a kombu consumer. Here such a
-message is logged in one line and dropped: it is off the list already, and was never
-held unacknowledged.
+kombu decodes what BRPOP returns (JSON, then the envelope) with no check around it: one
+LPUSH by hand of garbage, of a message whose delivery tag is null (Redis then refuses
+to file it as unacknowledged), of a zlib bomb or of a 100 MB body would end a Celery
+worker or a kombu consumer, or fill its memory. Here each message popped is checked
+before kombu touches it: its size in bytes before anything decodes it, then every field
+of its envelope that kombu or Celery reads. One that fails is logged in one line naming
+the problem and dropped: it is off the list already, and never filed as unacknowledged,
+so it does not come back either.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
+from queue import Empty
 from typing import Any
 
 from kombu.transport import redis as kombu_redis
+from kombu.utils.encoding import bytes_to_str
+from kombu.utils.json import loads
+
+from tasks.workloads import MAX_MESSAGE_BYTES
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +34,131 @@ MALFORMED = (ValueError, TypeError, AttributeError, KeyError, RecursionError)
 # do not match is read again at once (a queue bound since: a reply queue, say); a queue
 # unbound elsewhere may still get messages for this long, one unbound here does not.
 BINDINGS_TTL_S = 1.0
+
+# A body travels in base64 (4 characters for every 3 bytes, padded) inside a JSON
+# envelope, so a message of more bytes than the base64 of MAX_MESSAGE_BYTES plus room
+# for the envelope cannot hold a body within the bound, and is refused unread. The
+# project's envelopes take about 1 KiB; 1 MiB leaves room for a user's large headers.
+ENVELOPE_BYTES = 1024 * 1024
+MAX_RAW_BYTES = 4 * math.ceil(MAX_MESSAGE_BYTES / 3) + ENVELOPE_BYTES
+# Tags, exchanges, routing keys, reply queues and correlation ids are names: kombu's
+# and Celery's are uuids and queue names, AMQP holds them in 255 bytes at most.
+MAX_NAME_CHARS = 255
+# What kombu writes: utf-8 for text (JSON), binary for raw bytes.
+CONTENT_ENCODINGS = ("utf-8", "binary")
+MISSING = object()
+
+
+def shown(value: Any) -> str:
+    """A field's value for a log line: cut short, as a hostile one may be huge."""
+    if value is MISSING:
+        return "nothing"
+    return "null" if value is None else f"{value!r:.80}"
+
+
+def check_size(raw: bytes) -> None:
+    """Raise ValueError unless raw, a message as popped, may hold a body within
+    MAX_MESSAGE_BYTES."""
+    if len(raw) > MAX_RAW_BYTES:
+        raise ValueError(
+            f"a message of {len(raw):,} bytes, more than the {MAX_RAW_BYTES:,} that hold "
+            f"a body of at most {MAX_MESSAGE_BYTES:,} bytes (MAX_MESSAGE_BYTES): not decoded"
+        )
+
+
+def check_name(field: str, value: Any, required: bool = False, least: int = 0) -> None:
+    """Raise ValueError unless value is a name of `least` to MAX_NAME_CHARS characters,
+    or is absent when not required."""
+    if not required and (value is MISSING or value is None):
+        return
+    if not isinstance(value, str) or not least <= len(value) <= MAX_NAME_CHARS:
+        raise ValueError(
+            f"{field} must be a string of {least} to {MAX_NAME_CHARS} characters "
+            f"(got {shown(value)})"
+        )
+
+
+def decoded_bytes(body: str) -> int:
+    """How many bytes a base64 body decodes to, without decoding it."""
+    return len(body) * 3 // 4 - body[-2:].count("=")
+
+
+def check_envelope(message: Any, body_encoding: str = "base64") -> None:
+    """Raise ValueError, naming the field and what is allowed, unless message is an
+    envelope as kombu's Redis transport writes it, in every field kombu or Celery reads:
+
+        properties      an object: delivery_tag, a name of 1 character or more (null
+                        would stop the message being filed as unacknowledged);
+                        delivery_info, an object with exchange and routing_key, names
+                        (where a message is restored to; a broadcast's routing key is
+                        empty), and redelivered, true or false; body_encoding, as this
+                        transport writes it; priority 0 to 255, reply_to and
+                        correlation_id names, each if given
+        headers         an object if given, without compression (kombu would inflate
+                        the body before anything could bound it)
+        content-type    a name if given (which ones are accepted is the consumer's say)
+        content-encoding  utf-8 or binary if given
+        body            a string that decodes to at most MAX_MESSAGE_BYTES
+    """
+    if not isinstance(message, dict):
+        raise ValueError(
+            f"not a kombu message: a JSON {type(message).__name__}, not an object with "
+            "properties and body"
+        )
+    properties = message.get("properties", MISSING)
+    if not isinstance(properties, dict):
+        raise ValueError(f"properties must be an object (got {shown(properties)})")
+    check_name("properties.delivery_tag", properties.get("delivery_tag", MISSING), True, 1)
+    info = properties.get("delivery_info", MISSING)
+    if not isinstance(info, dict):
+        raise ValueError(
+            f"properties.delivery_info must be an object with exchange and routing_key "
+            f"(got {shown(info)})"
+        )
+    for name in ("exchange", "routing_key"):
+        check_name(f"properties.delivery_info.{name}", info.get(name, MISSING), True)
+    if not isinstance(info.get("redelivered", False), bool):
+        raise ValueError(
+            "properties.delivery_info.redelivered must be true or false "
+            f"(got {shown(info['redelivered'])})"
+        )
+    if properties.get("body_encoding", MISSING) != body_encoding:
+        raise ValueError(
+            f"properties.body_encoding must be {body_encoding!r}, as this transport "
+            f"writes it (got {shown(properties.get('body_encoding', MISSING))})"
+        )
+    priority = properties.get("priority")
+    if priority is not None and (
+        isinstance(priority, bool) or not isinstance(priority, int) or not 0 <= priority <= 255
+    ):
+        raise ValueError(f"properties.priority must be 0 to 255 (got {shown(priority)})")
+    for name in ("reply_to", "correlation_id"):
+        check_name(f"properties.{name}", properties.get(name, MISSING))
+    headers = message.get("headers")
+    if headers is not None and not isinstance(headers, dict):
+        raise ValueError(f"headers must be an object (got {shown(headers)})")
+    if headers and headers.get("compression") is not None:
+        raise ValueError(
+            f"headers.compression is {shown(headers['compression'])}: a compressed "
+            "message is refused, not inflated (nothing in this project compresses one)"
+        )
+    check_name("content-type", message.get("content-type", MISSING))
+    encoding = message.get("content-encoding")
+    if encoding is not None and (
+        not isinstance(encoding, str) or encoding.lower() not in CONTENT_ENCODINGS
+    ):
+        raise ValueError(
+            f"content-encoding must be one of: {', '.join(CONTENT_ENCODINGS)} "
+            f"(got {shown(encoding)})"
+        )
+    body = message.get("body", MISSING)
+    if not isinstance(body, str):
+        raise ValueError(f"body must be a string, in base64 (got {shown(body)})")
+    if decoded_bytes(body) > MAX_MESSAGE_BYTES:
+        raise ValueError(
+            f"body of {decoded_bytes(body):,} bytes, more than MAX_MESSAGE_BYTES "
+            f"({MAX_MESSAGE_BYTES:,}): not decoded"
+        )
 
 
 class Channel(kombu_redis.Channel):
@@ -67,16 +202,77 @@ class Channel(kombu_redis.Channel):
         self._tables = None
         return super()._delete(*args, **kwargs)
 
-    def _brpop_read(self, **options: Any) -> bool:
+    def _take(self, raw: bytes, queue: str) -> dict[str, Any] | None:
+        """The message popped from queue, checked; None, and one log line, if refused."""
         try:
-            return bool(super()._brpop_read(**options))
+            check_size(raw)
+            try:
+                message = loads(bytes_to_str(raw))
+            except MALFORMED as error:
+                reason = f"{type(error).__name__}: {str(error)[:200]}"
+                raise ValueError(f"not a kombu message: {reason}") from None
+            check_envelope(message, self.body_encoding)
+        except ValueError as error:
+            log.error("refused a message on %s: %s", queue, error)
+            return None
+        return message  # type: ignore[no-any-return]
+
+    def _deliver_checked(self, message: dict[str, Any], queue: str) -> None:
+        """Hand a checked message to kombu; one it still cannot read (a body not base64,
+        say) is dropped before it is filed as unacknowledged."""
+        try:
+            self.connection._deliver(message, queue)
         except MALFORMED as error:
             log.error(
-                "discarded a malformed message, not a kombu message: %s: %.200s",
-                type(error).__name__,
-                error,
+                "refused a message on %s: malformed: %s: %.200s", queue, type(error).__name__, error
             )
+
+    def _brpop_read(self, **options: Any) -> bool:
+        """kombu's, with the message popped checked (_take) before kombu decodes it."""
+        try:
+            try:
+                dest_item = self.client.parse_response(self.client.connection, "BRPOP", **options)
+            except self.connection_errors:
+                # Disconnected, so that the next poll reconnects.
+                self.client.connection.disconnect()
+                raise
+            if not dest_item:
+                raise Empty()
+            dest, raw = dest_item
+            queue = bytes_to_str(dest).rsplit(self.sep, 1)[0]
+            self._queue_cycle.rotate(queue)
+            message = self._take(raw, queue)
+            if message is not None:
+                self._deliver_checked(message, queue)
             return True
+        finally:
+            self._in_poll = None  # type: ignore[assignment]  # as kombu sets it
+            self._flush_brpop_reauth()
+
+    def _get(self, queue: str, timeout: Any = None) -> Any:
+        """kombu's, with each message popped checked as _brpop_read checks it."""
+        while True:
+            with self.conn_or_acquire() as client:
+                raw = None
+                for priority in self.priority_steps:
+                    raw = client.rpop(self._q_for_pri(queue, priority))
+                    if raw:
+                        break
+                self._maybe_update_queues_expire(client, queue)
+            if not raw:
+                raise Empty()
+            message = self._take(raw, queue)
+            if message is not None:
+                return message
+
+    def _deliver_fanout_message(self, message: Any, exchange: str) -> bool:
+        """A broadcast (remote control), checked as a message popped is."""
+        try:
+            check_envelope(message, self.body_encoding)
+        except ValueError as error:
+            log.error("refused a message on %s: %s", exchange, error)
+            return True
+        return bool(super()._deliver_fanout_message(message, exchange))
 
 
 class Transport(kombu_redis.Transport):

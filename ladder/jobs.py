@@ -10,16 +10,21 @@ from dataclasses import asdict, dataclass
 from typing import Any, ClassVar, Literal
 
 from ladder.errors import BadInput
-from tasks.workloads import chunk_ranges, expected_sum
+from tasks.workloads import (
+    MAX_BATCH,
+    MAX_BUYERS,
+    MAX_CHUNKS,
+    MAX_GAP_MS,
+    MAX_N,
+    MAX_WORK_MS,
+    chunk_ranges,
+    expected_sum,
+)
 
-MAX_N = 10_000_000_000
-MAX_CHUNKS = 100_000
 MAX_WORKERS = 256
 MAX_ITEMS = 100_000_000
 MAX_PAYLOAD_BYTES = 10_000_000
-MAX_WORK_MS = 60_000.0
 MAX_QUEUE_SIZE = 1_000_000
-MAX_BATCH = 100_000
 
 
 def check_int(name: str, value: object, low: int, high: int) -> None:
@@ -148,8 +153,6 @@ class PipelineJob:
 TicketLock = Literal["atomic", "redis-lock"]
 TICKET_LOCKS: tuple[TicketLock, ...] = ("atomic", "redis-lock")
 MAX_TICKETS = 100_000_000
-MAX_BUYERS = 10_000_000
-MAX_GAP_MS = 60_000.0
 
 
 @dataclass(frozen=True)

@@ -51,16 +51,49 @@ CONFIG: dict[str, Any] = {
 }
 
 
+# Task message headers Celery reads for every task without checking their type (it
+# checks the task's name, time limits, eta and expires itself): with an id of null, or
+# retries of "many", it would run the task all the same.
+TASK_ID_HEADERS = ("id", "root_id", "parent_id", "group")
+MAX_TASK_ID_CHARS = 255
+
+
+def check_task_headers(headers: dict[str, Any]) -> None:
+    """Raise ValueError, naming the header, unless a task message's ids are strings (the
+    id one of 1 character or more), its retries a whole number from 0, its stamps an
+    object and its stamped_headers a list."""
+    for name in TASK_ID_HEADERS:
+        value = headers.get(name)
+        if value is None and name != "id":
+            continue
+        if not isinstance(value, str) or not 1 <= len(value) <= MAX_TASK_ID_CHARS:
+            raise ValueError(
+                f"{name} must be a string of 1 to {MAX_TASK_ID_CHARS} characters "
+                f"(got {value!r:.80})"
+            )
+    retries = headers.get("retries", 0)
+    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+        raise ValueError(f"retries must be a whole number from 0 (got {retries!r:.80})")
+    if not isinstance(headers.get("stamps") or {}, dict):
+        raise ValueError(f"stamps must be an object (got {headers['stamps']!r:.80})")
+    if not isinstance(headers.get("stamped_headers") or [], list):
+        raise ValueError(f"stamped_headers must be a list (got {headers['stamped_headers']!r:.80})")
+
+
 class RefusingConsumer(Consumer):  # type: ignore[misc]
     """Celery's consumer, refusing a task message it cannot read instead of dying on it:
     Celery catches only InvalidTaskError, ContentDisallowed and DecodeError there, and
-    anything else would end the worker with the message held, to kill the next one too."""
+    anything else would end the worker with the message held, to kill the next one too.
+    A task message's headers are checked first (check_task_headers); the transport has
+    checked the rest of the envelope already."""
 
     def create_task_handler(self, *args: Any, **kwargs: Any) -> Any:
         on_task_received = super().create_task_handler(*args, **kwargs)
 
         def refusing(message: Any) -> Any:
             try:
+                if isinstance(message.headers, dict) and "task" in message.headers:
+                    check_task_headers(message.headers)
                 return on_task_received(message)
             except (TypeError, ValueError, AttributeError, KeyError) as error:
                 return self.on_invalid_task(None, message, error)
@@ -101,15 +134,19 @@ def noop() -> None:
     """Nothing at all: what a task costs Celery itself, the bench's limit."""
 
 
+# Every task checks its arguments first: anyone who can write to the broker can send a
+# task, and a bound not checked here (a sum to 10**18, a run id of "*") is a worker tied
+# up for good or keys written outside its run's ladder:<run id>:. A task refused so
+# fails in one log line, and the worker serves on.
 @app.task(name="tasks.sum_range")
 def sum_range(start: int, stop: int) -> int:
-    return workloads.sum_range(start, stop)
+    return workloads.sum_range(*workloads.check_range(start, stop))
 
 
 @app.task(name="tasks.add_totals")
 def add_totals(totals: list[int]) -> int:
     """The chord's body: one total from the totals of every chunk."""
-    return sum(totals)
+    return sum(workloads.check_totals(totals))
 
 
 # acks_late: the message is acknowledged after the item is handled and recorded, not
@@ -119,8 +156,10 @@ def add_totals(totals: list[int]) -> int:
 def handle_item(
     item: workloads.Item, run_id: str, work_ms: float = 0.0, work_kind: workloads.WorkKind = "io"
 ) -> None:
-    item_id, latency_s = workloads.handle_item(workloads.check_item(item), work_ms, work_kind)
-    recorder().record(RunKeys(run_id), item_id, latency_s)
+    keys = RunKeys(workloads.check_run_id(run_id))
+    work = workloads.check_work(work_ms, work_kind)
+    item_id, latency_s = workloads.handle_item(workloads.check_item(item), *work)
+    recorder().record(keys, item_id, latency_s)
 
 
 # The same for a batch: one message, one task, many items, each recorded once.
@@ -131,9 +170,10 @@ def handle_batch(
     work_ms: float = 0.0,
     work_kind: workloads.WorkKind = "io",
 ) -> None:
-    checked = [workloads.check_item(item) for item in items]
-    handled = workloads.handle_batch(checked, work_ms, work_kind)
-    recorder().record_all(RunKeys(run_id), handled)
+    keys = RunKeys(workloads.check_run_id(run_id))
+    work = workloads.check_work(work_ms, work_kind)
+    handled = workloads.handle_batch(workloads.check_batch(items), *work)
+    recorder().record_all(keys, handled)
 
 
 @functools.cache
@@ -148,4 +188,5 @@ def ticket_client() -> redis.Redis:
 def buy_ticket(run_id: str, buyer: int, gap_ms: float, mode: str) -> bool:
     """Buyer number `buyer` of run run_id checks, waits gap_ms and buys: mode is unsafe,
     atomic or redis-lock."""
-    return RedisTickets(ticket_client(), RunKeys(run_id).prefix).buy(buyer, gap_ms, mode)
+    keys = RunKeys(workloads.check_run_id(run_id))
+    return RedisTickets(ticket_client(), keys.prefix).buy(*workloads.check_buy(buyer, gap_ms, mode))

@@ -6,9 +6,13 @@ import cleanly in a Celery worker. Items are plain dicts so that they travel as 
 
 from __future__ import annotations
 
+import math
+import re
 import time
 from collections.abc import Iterator, Sequence
 from typing import Any, Literal
+
+from tasks.tickets import BUYER_MODES
 
 # End of stream: one per consumer, put after every producer has finished.
 # None is JSON's null, so the same sentinel crosses a broker unchanged.
@@ -20,7 +24,23 @@ STOP = None
 LOOPS_PER_MS = 16_000
 
 WorkKind = Literal["io", "cpu"]
+WORK_KINDS: tuple[WorkKind, ...] = ("io", "cpu")
 Item = dict[str, Any]
+
+# The limits of a job (ladder/jobs.py checks a job against them when it is made) and of
+# the work a worker takes from a queue (the checks below), which anyone may write to.
+MAX_N = 10_000_000_000
+MAX_CHUNKS = 100_000
+MAX_WORK_MS = 60_000.0
+MAX_BATCH = 100_000
+MAX_BUYERS = 10_000_000
+MAX_GAP_MS = 60_000.0
+# The most a message's body may take once decoded, in bytes: what producers may send
+# and what a consumer's transport takes from the broker.
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+# A run's id, as ladder.broker.RunKeys.new makes it: every key of the run is under
+# ladder:<run id>:, so an id of any other shape could name keys outside it.
+RUN_ID = re.compile(r"[0-9a-f]{12}")
 
 
 def sum_range(start: int, stop: int) -> int:
@@ -70,6 +90,97 @@ def check_item(item: Any) -> Item:
     return item
 
 
+def check_whole(name: str, value: Any, low: int, high: int) -> int:
+    """value, checked: raise ValueError, naming it, unless it is a whole number in
+    [low, high]."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{name} must be a whole number (got {value!r:.80})")
+    if not low <= value <= high:
+        raise ValueError(f"{name} must be between {low:,} and {high:,} (got {value:,})")
+    return value
+
+
+def check_number(name: str, value: Any, low: float, high: float) -> float:
+    """value, checked: raise ValueError, naming it, unless it is a finite number in
+    [low, high]."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{name} must be a finite number (got {value!r:.80})")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number (got {value!r:.80})")
+    if not low <= value <= high:
+        shown = f"{value:g}" if isinstance(value, float) else f"{value:,}"
+        raise ValueError(f"{name} must be between {low:g} and {high:g} (got {shown})")
+    return value
+
+
+def check_choice(name: str, value: Any, choices: Sequence[str]) -> str:
+    """value, checked: raise ValueError, naming it, unless it is one of choices."""
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{name} must be one of: {', '.join(choices)} (got {value!r:.80})")
+    return value
+
+
+def check_run_id(run_id: Any) -> str:
+    """run_id, checked: raise ValueError unless it is 12 lowercase hex characters."""
+    if not isinstance(run_id, str) or RUN_ID.fullmatch(run_id) is None:
+        raise ValueError(f"run_id must be 12 lowercase hex characters (got {run_id!r:.80})")
+    return run_id
+
+
+def check_work(work_ms: Any, work_kind: Any) -> tuple[float, WorkKind]:
+    """(work_ms, work_kind), checked: raise ValueError, naming the one that is not
+    0 to MAX_WORK_MS, or io or cpu."""
+    check_number("work_ms", work_ms, 0, MAX_WORK_MS)
+    check_choice("work_kind", work_kind, WORK_KINDS)
+    return work_ms, work_kind
+
+
+def check_batch(items: Any) -> list[Item]:
+    """items, checked: raise ValueError unless it is a list of 1 to MAX_BATCH items,
+    each as check_item wants it."""
+    if not isinstance(items, list):
+        raise ValueError(f"a batch must be a list of items (got a {type(items).__name__})")
+    if not 1 <= len(items) <= MAX_BATCH:
+        raise ValueError(f"a batch must hold 1 to {MAX_BATCH:,} items (got {len(items):,})")
+    return [check_item(item) for item in items]
+
+
+def check_range(start: Any, stop: Any) -> tuple[int, int]:
+    """(start, stop), checked: raise ValueError unless 0 <= start <= stop <= MAX_N + 1,
+    the widest chunk of the largest sum."""
+    check_whole("start", start, 0, MAX_N + 1)
+    check_whole("stop", stop, start, MAX_N + 1)
+    return start, stop
+
+
+def check_chunk(chunk: Any) -> tuple[int, int]:
+    """A (start, stop) chunk from a queue, checked as check_range does."""
+    if not isinstance(chunk, list | tuple) or len(chunk) != 2:
+        raise ValueError(f"a chunk must be a pair [start, stop] (got {chunk!r:.80})")
+    return check_range(*chunk)
+
+
+def check_totals(totals: Any) -> list[int]:
+    """totals, checked: raise ValueError unless it is a list of at most MAX_CHUNKS chunk
+    totals, each a whole number from 0 to the largest sum."""
+    if not isinstance(totals, list) or len(totals) > MAX_CHUNKS:
+        raise ValueError(
+            f"totals must be a list of at most {MAX_CHUNKS:,} numbers (got {totals!r:.80})"
+        )
+    for total in totals:
+        check_whole("a chunk's total", total, 0, expected_sum(MAX_N))
+    return totals
+
+
+def check_buy(buyer: Any, gap_ms: Any, mode: Any) -> tuple[int, float, str]:
+    """(buyer, gap_ms, mode), checked: raise ValueError, naming the one that is not a
+    buyer's number below MAX_BUYERS, 0 to MAX_GAP_MS, or a way to buy."""
+    check_whole("buyer", buyer, 0, MAX_BUYERS - 1)
+    check_number("gap_ms", gap_ms, 0, MAX_GAP_MS)
+    check_choice("mode", mode, BUYER_MODES)
+    return buyer, gap_ms, mode
+
+
 def handle_item(item: Item, work_ms: float = 0.0, work_kind: WorkKind = "io") -> tuple[int, float]:
     """Consume one item: note when it was taken, do its work, return (id, latency_s).
 
@@ -104,7 +215,8 @@ def make_message(
     ids: Sequence[int], payload: str, batched: bool, produce_ms: float = 0.0
 ) -> Item | list[Item]:
     """The message that carries ids: each item made (produce_ms apart, as a producer
-    makes them), a list of them when batched, else the one item (unpack's inverse)."""
+    makes them), a list of them when batched, else the one item (check_message's
+    inverse)."""
     items = []
     for item_id in ids:
         if produce_ms:
@@ -113,6 +225,7 @@ def make_message(
     return items if batched else items[0]
 
 
-def unpack(message: Item | list[Item]) -> list[Item] | tuple[Item]:
-    """The items of a message: a batch is a list of them, else the message is one."""
-    return message if isinstance(message, list) else (message,)
+def check_message(message: Any) -> list[Item]:
+    """The items of a message from a queue, checked: a batch is a list of them
+    (check_batch), else the message is one (check_item)."""
+    return check_batch(message) if isinstance(message, list) else [check_item(message)]
