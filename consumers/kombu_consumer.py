@@ -107,7 +107,8 @@ def consume_queue(
                 if serve(channel, parent, handle, settle, group):
                     return
         except OUTAGE_ERRORS as error:
-            log.warning("lost the broker (%s); reconnecting", error)
+            # Quietly: the run reports the outage and how long it lasted, once.
+            log.info("lost the broker (%s); reconnecting", error)
             time.sleep(RECONNECT_S)
 
 

@@ -21,8 +21,9 @@ from typing import Any
 
 from kombu.transport import redis as kombu_redis
 from kombu.utils.encoding import bytes_to_str
-from kombu.utils.json import loads
+from kombu.utils.json import dumps, loads
 
+from ladder.broker import LEASE_S, PREFIX
 from tasks.workloads import MAX_MESSAGE_BYTES
 
 log = logging.getLogger(__name__)
@@ -194,9 +195,40 @@ class Channel(kombu_redis.Channel):
                 return found
         return super()._lookup(exchange, routing_key, default)
 
-    def _queue_bind(self, *args: Any) -> Any:
+    def _queue_bind(self, exchange: str, routing_key: str, pattern: str, queue: str) -> Any:
         self._tables = None
-        return super()._queue_bind(*args)
+        bound = super()._queue_bind(exchange, routing_key, pattern, queue)
+        if queue.startswith(PREFIX):
+            with self.conn_or_acquire() as client:
+                pipe = client.pipeline(transaction=False)
+                for table in (self.keyprefix_queue, self.keyprefix_binding_permanent):
+                    pipe.expire(table % (exchange,), LEASE_S)
+                pipe.execute()
+        return bound
+
+    def _put(self, queue: str, message: Any, **kwargs: Any) -> Any:
+        """kombu's, but a run's queue (ladder:<run id>:...) is given the run's lease in the
+        same round trip, so that a run killed before its clean-up leaves no list for ever
+        (RunKeys.lease renews it while the run is alive)."""
+        if not queue.startswith(PREFIX) or kwargs.get("_publish_batch") is not None:
+            return super()._put(queue, message, **kwargs)
+        key = self._q_for_pri(queue, self._get_message_priority(message, reverse=False))
+        with self.conn_or_acquire() as client:
+            pipe = client.pipeline(transaction=False)
+            pipe.lpush(key, dumps(message))
+            pipe.expire(key, LEASE_S)
+            pipe.execute()
+        return None
+
+    def _do_restore_message(
+        self, payload: Any, exchange: str, routing_key: str, pipe: Any, leftmost: bool = False
+    ) -> None:
+        """kombu's; a message restored to a run's queue gives it the lease too, so that
+        one restored after its run was killed does not make the queue again for ever."""
+        super()._do_restore_message(payload, exchange, routing_key, pipe, leftmost)
+        for queue in self._lookup(exchange, routing_key):
+            if queue.startswith(PREFIX):
+                pipe.expire(queue, LEASE_S)
 
     def _delete(self, *args: Any, **kwargs: Any) -> Any:
         self._tables = None

@@ -110,8 +110,19 @@ def ping(url: str, what: str = "broker") -> None:
         r.ping()
         probe = RunKeys.new().prefix + "probe"
         r.eval(PROBE, 3, f"{probe}:string", f"{probe}:hash", f"{probe}:append")
+        memory = r.info("memory")
     except (redis.RedisError, OSError) as error:
         raise RunFailed(describe(error, url, what)) from None
+    policy = memory.get("maxmemory_policy", "noeviction")
+    if int(memory.get("maxmemory", 0)) and policy != "noeviction":
+        # A run's keys expire (see RunKeys.lease), and a full broker may evict them first.
+        log.warning(
+            "the %s at %s drops keys when it is full (maxmemory-policy %s): a run that "
+            "fills it may lose items; noeviction refuses writes instead, which ladder reports",
+            what,
+            mask_url(url),
+            policy,
+        )
 
 
 def describe(error: BaseException, url: str, what: str = "broker") -> str:
