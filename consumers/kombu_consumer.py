@@ -28,6 +28,7 @@ from tasks.workloads import STOP, check_chunk, check_message, handle_batch
 
 POLL_S = 1.0
 RECORD_EVERY = 50  # messages whose items are recorded in one round trip, at most
+HELD_BYTES = 16 * 1024 * 1024  # and no more than this many bytes of them
 # How long a consumer holding messages waits for another: a waiting message arrives in
 # a round trip (well under a millisecond here); none by then means the queue is empty.
 HELD_WAIT_S = 0.002
@@ -76,7 +77,10 @@ def consume(url: str, keys: RunKeys, job: PipelineJob, visibility_timeout_s: flo
         recorder.record_all(keys, handled)
         handled.clear()
 
-    consume_queue(url, keys.items, visibility_timeout_s, name, handle, record, RECORD_EVERY)
+    # Held messages stay in memory here, and in Redis's unacknowledged table, until
+    # acknowledged: fewer of them when they are big.
+    group = min(RECORD_EVERY, job.messages_within(HELD_BYTES))
+    consume_queue(url, keys.items, visibility_timeout_s, name, handle, record, group)
 
 
 def consume_queue(

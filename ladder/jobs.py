@@ -15,6 +15,7 @@ from tasks.workloads import (
     MAX_BUYERS,
     MAX_CHUNKS,
     MAX_GAP_MS,
+    MAX_MESSAGE_BYTES,
     MAX_N,
     MAX_WORK_MS,
     chunk_ranges,
@@ -25,6 +26,11 @@ MAX_WORKERS = 256
 MAX_ITEMS = 100_000_000
 MAX_PAYLOAD_BYTES = 10_000_000
 MAX_QUEUE_SIZE = 1_000_000
+# An item's JSON beside its payload: {"id": ..., "t": ..., "payload": ""}, a little less.
+ITEM_BYTES = 64
+# What a broker queue of one run may hold, in bytes, whatever its items weigh: a Redis
+# list has no maxsize, and queue_size counts messages (see PipelineJob.broker_queue_size).
+MAX_QUEUE_BYTES = 64 * 1024 * 1024
 
 
 def check_int(name: str, value: object, low: int, high: int) -> None:
@@ -124,6 +130,12 @@ class PipelineJob:
         check_int("queue_size", self.queue_size, 1, MAX_QUEUE_SIZE)
         check_choice("end", self.end, ("sentinel", "join"))
         check_int("batch", self.batch, 1, MAX_BATCH)
+        if self.message_bytes > MAX_MESSAGE_BYTES:
+            raise BadInput(
+                f"payload_bytes {self.payload_bytes:,} x batch {self.batch:,} makes messages "
+                f"of about {self.message_bytes:,} bytes, more than a message may hold "
+                f"({MAX_MESSAGE_BYTES:,}): fewer items per message, or smaller ones"
+            )
 
     @property
     def size(self) -> int:
@@ -141,6 +153,23 @@ class PipelineJob:
     def batched(self) -> bool:
         """Whether a message carries a list of items rather than one item."""
         return self.batch > 1
+
+    @property
+    def message_bytes(self) -> int:
+        """About how many bytes one message's items take: `batch` of them."""
+        return self.batch * (self.payload_bytes + ITEM_BYTES)
+
+    def messages_within(self, budget_bytes: int) -> int:
+        """How many messages fit in budget_bytes on a broker, at least one: there a body
+        is base64 (4 bytes for 3) in an envelope of about a kilobyte."""
+        on_the_wire = self.message_bytes * 4 // 3 + 1024
+        return max(1, budget_bytes // on_the_wire)
+
+    @property
+    def broker_queue_size(self) -> int:
+        """The bound of a broker queue, in messages: queue_size, or fewer where that many
+        would take more than MAX_QUEUE_BYTES (300 items of 10 MB would take 4 GB)."""
+        return min(self.queue_size, self.messages_within(MAX_QUEUE_BYTES))
 
     def share(self, producer: int) -> range:
         """The item ids producer number `producer` makes: an even split of 0..items-1."""

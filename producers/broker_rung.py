@@ -65,13 +65,14 @@ def send_all(
     sent: SentCounter,
 ) -> None:
     """A task queue's producer: send(message) for the items of ids, job.batch per message,
-    pausing while the Redis list queue_key holds job.queue_size messages."""
+    pausing while the Redis list queue_key holds job.broker_queue_size messages."""
     redis = client(url, name=f"ladder-producer-{os.getpid()}", ride_out=True)
-    every = room_check_every(job.queue_size)
+    bound = job.broker_queue_size
+    every = room_check_every(bound)
     for count, part in enumerate(batches(ids, job.batch)):
         message = make_message(part, job.payload, job.batched, job.produce_ms)
         if count % every == 0:
-            while redis.llen(queue_key) >= job.queue_size:
+            while redis.llen(queue_key) >= bound:
                 time.sleep(0.005)
         send(message)
         sent.value += len(part)

@@ -47,7 +47,8 @@ def qsize(channel: SimpleQueue) -> int:
 def produce(
     url: str, keys: RunKeys, ids: range, job: PipelineJob, visibility_s: float, sent: SentCounter
 ) -> None:
-    """Put one item per id, pausing while the queue holds queue_size items (backpressure).
+    """Put one item per id, pausing while the queue holds job.broker_queue_size messages
+    (backpressure).
 
     A broker outage drops the connection: the producer makes a new one and goes on from
     the item it was sending (which may then arrive twice: a redelivery, counted once).
@@ -65,12 +66,12 @@ def produce(
 
 def put_share(channel: SimpleQueue, ids: range, job: PipelineJob, sent: SentCounter) -> None:
     """Put the items of ids not sent yet, job.batch of them per message."""
-    payload = job.payload
-    every = room_check_every(job.queue_size)
+    payload, bound = job.payload, job.broker_queue_size
+    every = room_check_every(bound)
     for count, part in enumerate(batches(ids[sent.value :], job.batch)):
         message = make_message(part, payload, job.batched, job.produce_ms)
         if count % every == 0:
-            while qsize(channel) >= job.queue_size:
+            while qsize(channel) >= bound:
                 time.sleep(0.005)
         channel.put(message)
         sent.value += len(part)

@@ -14,6 +14,7 @@ import subprocess
 import threading
 import types
 from collections.abc import Callable
+from dataclasses import replace
 from types import TracebackType
 from typing import Any, ClassVar, Self
 
@@ -111,6 +112,42 @@ def test_celery_queue_stays_bounded(redis_url: str, celery_workers: CeleryWorker
             result = run(rung, SLOW_CELERY)
     check_verified(result, SLOW_CELERY)
     assert_held_back(sampler, broker_bound(SLOW_CELERY), SLOW_CELERY)
+
+
+# Items of 4 MB, 60 of them, and one slow consumer: counted in messages, the default bound
+# of 1,000 would let every item wait on the list at once, 320 MB of it; counted in bytes,
+# about a dozen at a time.
+BIG_ITEMS = PipelineJob(items=60, producers=2, consumers=1, work_ms=20, payload_bytes=4_000_000)
+
+
+@pytest.mark.timeout(120)
+def test_a_broker_queue_of_big_items_is_bounded_in_bytes(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    keys = RunKeys.new()
+    monkeypatch.setattr(RunKeys, "new", classmethod(lambda cls: keys))
+    redis = client(redis_url)
+
+    def list_bytes() -> int:
+        return int(redis.memory_usage(keys.items, samples=0) or 0)
+
+    job = BIG_ITEMS
+    bound = job.broker_queue_size - 1 + job.producers * room_check_every(job.broker_queue_size)
+    assert bound < job.items  # else the test would show nothing
+    with RUNGS["kombu"](Settings(broker_url=redis_url)) as rung:
+        rung.prepare(job)
+        with (
+            Sampler(lambda: int(redis.llen(keys.items)), 0.005) as messages,
+            Sampler(list_bytes, 0.05) as size,
+        ):
+            result = run(rung, job)
+    check_verified(result, job)
+    assert_held_back(messages, bound, replace(job, queue_size=job.broker_queue_size))
+    # What Redis holds per message: its base64, rounded up by the allocator to its size
+    # class (up to a quarter more for allocations this big).
+    held = job.payload_bytes * 4 // 3 * 5 // 4
+    print(f"at most {messages.largest} messages, {size.largest / MB:.0f} MB, on the list")
+    assert size.largest <= bound * held
 
 
 class RecordingQueue(queue.Queue[Any]):

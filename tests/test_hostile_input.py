@@ -73,6 +73,12 @@ BAD = [
     ({}, ["demo", "--flower-port", "-1"], "argument --flower-port"),
     ({}, ["demo", "--rungs", ""], "argument --rungs: must name at least one rung"),
     ({}, ["demo", "--rungs", " , "], "argument --rungs: must name at least one rung"),
+    (
+        {},
+        ["run", "--rung", "kombu", "--workload", "pipeline", "--payload-bytes", "10000000"]
+        + ["--batch", "2"],
+        "--payload-bytes 10,000,000 x batch 2 makes messages of about 20,000,128 bytes",
+    ),
     ({}, ["bench", "--repeat", "0"], "--repeat must be at least 1 (got 0)"),
     ({}, ["bench", "--repeat", "-2"], "--repeat must be at least 1 (got -2)"),
     ({}, [*KOMBU, "--broker", ""], "--broker is empty"),
