@@ -29,6 +29,10 @@ from ladder.errors import RunFailed
 
 START_TIMEOUT_S = 60.0
 SUPERVISE_EVERY_S = 0.5
+# A worker's warm shutdown (SIGTERM) waits for the tasks it is running; idle, it takes a
+# second or two. These workers serve a broker ladder started, for a run of its own, and
+# no one needs that wait: whatever is still running after this is killed.
+STOP_GRACE_S = 3.0
 
 
 @dataclass(frozen=True)
@@ -150,5 +154,5 @@ class CeleryWorkers:
         self.stopping.set()
         if self.supervisor:
             self.supervisor.join()
-        procs.stop(*self.processes)
+        procs.stop(*self.processes, timeout_s=STOP_GRACE_S)
         self.processes = []

@@ -744,10 +744,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         fail(str(error), EXIT_BAD_INPUT)
     except LadderError as error:
         fail(str(error), EXIT_FAILED)
+    # Everything the run started is stopped by now; threads still running Python cannot
+    # be, and the exit does not wait for them.
     except KeyboardInterrupt:
-        fail("interrupted", EXIT_INTERRUPTED)
+        interrupt.exit_now(EXIT_INTERRUPTED, "ladder: error: interrupted")
     except interrupt.Terminated:
-        fail("terminated", EXIT_TERMINATED)
+        interrupt.exit_now(EXIT_TERMINATED, "ladder: error: terminated")
     output.flush()
     if output.error:
         fail(f"cannot write the output: {output.error}", EXIT_FAILED)

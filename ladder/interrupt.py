@@ -8,9 +8,13 @@ the next wait loop raises.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import os
 import signal
+import sys
 from types import FrameType
+from typing import NoReturn
 
 
 class Terminated(BaseException):
@@ -70,3 +74,26 @@ def wait() -> None:
             signal.pause()
     except (KeyboardInterrupt, Terminated):
         _requested = None
+
+
+def exit_now(code: int, line: str) -> NoReturn:
+    """Print line on stderr and exit with code, without waiting for threads still running.
+
+    For a stop, once everything the run started is stopped. A thread running Python
+    cannot be stopped, and a normal exit joins every thread that is not a daemon, and
+    a ThreadPoolExecutor's workers even when they are: a thread summing one huge chunk
+    would hold the exit for minutes. So this runs what a normal exit runs after joining
+    them, the atexit functions (multiprocessing's among them, which unlinks the run's
+    semaphores: without it the resource tracker warns of leaked ones), and leaves with
+    os._exit, which waits for no thread. atexit._run_exitfuncs is CPython's own, not
+    documented but there since Python 3.0.
+    """
+    print(line, file=sys.stderr)
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    os._exit(code)

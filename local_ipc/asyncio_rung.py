@@ -6,17 +6,21 @@
 
 Coroutines switch only at an await, so waiting overlaps (asyncio.sleep stands for a
 socket) while a blocking call would stall them all: CPU work is sent to a process pool.
+Stopped (Ctrl-C, SIGTERM), the pool's workers are terminated, not awaited; a worker that
+died breaks the pool, and the run ends with a report that says so.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from concurrent.futures import BrokenExecutor
 
+from ladder.errors import RunFailed
 from ladder.jobs import Job, PipelineJob, SumJob, TicketsJob
 from ladder.results import Consumed
 from ladder.rung import PROGRESS_EVERY, Progress, Rung, no_progress
-from local_ipc.processes import process_pool, start_fork_server
+from local_ipc.processes import pool_death, process_pool, start_fork_server, stop_pool
 from tasks.tickets import MemoryStore, Sales
 from tasks.workloads import STOP, Item, make_item, sum_range, work
 
@@ -39,16 +43,31 @@ class AsyncioRung(Rung):
 
     async def _sum(self, job: SumJob, progress: Progress) -> int:
         loop = asyncio.get_running_loop()
+        pool = process_pool(job.workers)
 
-        async def chunk(start: int, stop: int) -> tuple[int, int]:
-            return stop - start, await loop.run_in_executor(pool, sum_range, start, stop)
+        async def chunk(start: int, stop: int) -> tuple[int, int] | None:
+            try:
+                return stop - start, await loop.run_in_executor(pool, sum_range, start, stop)
+            except BrokenExecutor:
+                return None  # a worker died: from then on every chunk fails at once
 
-        total = 0
-        with process_pool(job.workers) as pool:
+        total = summed = 0
+        try:
             for next_done in asyncio.as_completed([chunk(a, b) for a, b in job.ranges()]):
-                numbers, chunk_total = await next_done
-                total += chunk_total
-                progress(numbers)
+                result = await next_done
+                if result:
+                    total += result[1]
+                    summed += 1
+                    progress(result[0])
+        except BaseException:
+            stop_pool(pool)
+            raise
+        if summed < job.chunks:
+            raise RunFailed(
+                f"{pool_death(pool)}: the pool is broken, with {summed:,} of "
+                f"{job.chunks:,} chunks summed"
+            )
+        pool.shutdown()
         return total
 
     async def _pipeline(self, job: PipelineJob, progress: Progress) -> Consumed:
@@ -57,33 +76,42 @@ class AsyncioRung(Rung):
         consumed = Consumed()
         payload = job.payload
         cpu_pool = process_pool(job.consumers) if job.work_kind == "cpu" and job.work_ms else None
+        broken: list[int] = []  # the items that failed because the pool broke
+        put = [0] * job.producers
 
         async def handle(item: Item) -> None:
             # handle_item's steps, with each wait made an await.
             taken = time.time()
             if cpu_pool:
-                await loop.run_in_executor(cpu_pool, work, job.work_ms, "cpu")
+                try:
+                    await loop.run_in_executor(cpu_pool, work, job.work_ms, "cpu")
+                except BrokenExecutor:
+                    broken.append(item["id"])  # a worker died: the item is lost
+                    return
             elif job.work_ms:
                 await asyncio.sleep(job.work_ms / 1000)
             consumed.record(item["id"], taken - item["t"])
+            if len(consumed.ids) % PROGRESS_EVERY == 0:
+                progress(PROGRESS_EVERY)
 
-        async def produce(ids: range) -> None:
+        async def produce(number: int, ids: range) -> None:
             for item_id in ids:
+                if broken:
+                    return  # nothing more can be handled
                 if job.produce_ms:
                     await asyncio.sleep(job.produce_ms / 1000)
                 await channel.put(make_item(item_id, payload))
+                put[number] += 1
 
         async def consume() -> None:
             while (item := await channel.get()) is not STOP:
                 await handle(item)
                 channel.task_done()
-                if len(consumed.ids) % PROGRESS_EVERY == 0:
-                    progress(PROGRESS_EVERY)
             channel.task_done()
 
         try:
             consumers = [asyncio.create_task(consume()) for _ in range(job.consumers)]
-            await asyncio.gather(*(produce(job.share(p)) for p in range(job.producers)))
+            await asyncio.gather(*(produce(p, job.share(p)) for p in range(job.producers)))
             if job.end == "join":
                 await channel.join()
                 for task in consumers:
@@ -93,9 +121,18 @@ class AsyncioRung(Rung):
                 for _ in consumers:
                     await channel.put(STOP)
                 await asyncio.gather(*consumers)
-        finally:
+        except BaseException:
             if cpu_pool:
-                cpu_pool.shutdown(cancel_futures=True)
+                stop_pool(cpu_pool)
+            raise
+        if cpu_pool:
+            if broken:
+                consumed.deaths.append(
+                    f"{pool_death(cpu_pool)}: the pool is broken, and every item it held or "
+                    "had queued failed"
+                )
+                consumed.unsent = [job.share(p)[n:] for p, n in enumerate(put)]
+            cpu_pool.shutdown()
         progress(len(consumed.ids) % PROGRESS_EVERY)
         return consumed
 

@@ -32,29 +32,42 @@ class Channel(Protocol):
     def get(self, block: bool = True, timeout: float | None = None) -> Any: ...
 
 
-def produce(channel: Channel, ids: range, job: PipelineJob) -> None:
+class Count(Protocol):
+    """A number one worker keeps and another reads (a shared-memory value, for processes)."""
+
+    value: int
+
+
+def produce(channel: Channel, ids: range, job: PipelineJob, sent: Count | None = None) -> None:
     """Put one item per id, or lists of job.batch items; put blocks while the bounded
-    channel is full (backpressure)."""
+    channel is full (backpressure). `sent`, when given, counts the items put."""
     payload = job.payload
     if job.batched:
         for part in batches(ids, job.batch):
             channel.put(make_message(part, payload, True, job.produce_ms))
+            if sent is not None:
+                sent.value += len(part)
         return
     for item_id in ids:
         if job.produce_ms:
             time.sleep(job.produce_ms / 1000)
         channel.put(make_item(item_id, payload))
+        if sent is not None:
+            sent.value += 1
 
 
-def consume(channel: Channel, job: PipelineJob, progress: Progress) -> Consumed:
+def consume(
+    channel: Channel, job: PipelineJob, progress: Progress, consumed: Consumed | None = None
+) -> Consumed:
     """Handle items (or batches of them) until the sentinel; return what this consumer
-    handled.
+    handled: `consumed`, when given, filled in place, so that what was handled is kept
+    even if an exception ends the loop.
 
     A joinable channel (queue.Queue, multiprocessing.JoinableQueue) is told task_done
     after every get, the sentinel's included, so that join() returns once all is handled.
     """
     task_done = getattr(channel, "task_done", None)
-    consumed = Consumed()
+    consumed = Consumed() if consumed is None else consumed
     shown = 0
     while (message := channel.get()) is not STOP:
         if isinstance(message, list):

@@ -12,26 +12,39 @@ no longer caps CPU-bound work.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from concurrent.futures import Executor, ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor
 from contextlib import AbstractContextManager, contextmanager
 from multiprocessing.managers import SyncManager
 from typing import Any
 
 from ladder.jobs import Job
 from local_ipc.pool import PoolRung
-from local_ipc.processes import CONTEXT, quiet_child, start_fork_server
+from local_ipc.processes import (
+    CONTEXT,
+    pool_death,
+    process_pool,
+    quiet_child,
+    start_fork_server,
+    stop_pool,
+)
 from tasks.tickets import MappingStore, Store
 
 
-class ProcessPoolRung(PoolRung):
+class ProcessPoolRung(PoolRung[ProcessPoolExecutor]):
     name = "process-pool"
     teaches = "concurrent.futures with processes: the same API, CPU-bound work across cores"
 
     def prepare(self, job: Job) -> None:
         start_fork_server()
 
-    def executor(self, workers: int) -> Executor:
-        return ProcessPoolExecutor(max_workers=workers, mp_context=CONTEXT, initializer=quiet_child)
+    def executor(self, workers: int) -> ProcessPoolExecutor:
+        return process_pool(workers)
+
+    def stop(self, pool: ProcessPoolExecutor) -> None:
+        stop_pool(pool)  # terminates the workers: a process, unlike a thread, can be stopped
+
+    def death(self, pool: ProcessPoolExecutor) -> str:
+        return pool_death(pool)
 
     @contextmanager
     def ticket_store(self, tickets: int) -> Iterator[tuple[Store, AbstractContextManager[Any]]]:

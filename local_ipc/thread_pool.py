@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from concurrent.futures import Executor, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
@@ -16,11 +16,11 @@ from local_ipc.pool import PoolRung
 from tasks.tickets import MemoryStore, Store
 
 
-class ThreadPoolRung(PoolRung):
+class ThreadPoolRung(PoolRung[ThreadPoolExecutor]):
     name = "thread-pool"
     teaches = "concurrent.futures with threads: submit, futures, as_completed, done callbacks"
 
-    def executor(self, workers: int) -> Executor:
+    def executor(self, workers: int) -> ThreadPoolExecutor:
         return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pool")
 
     @contextmanager

@@ -17,12 +17,11 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import time
 from collections.abc import Callable, Iterator, Sequence
 from multiprocessing.process import BaseProcess
 from types import TracebackType
-from typing import TYPE_CHECKING, Self, TypeAlias
+from typing import Self
 
 from consumers.recorder import Recorder
 from ladder import interrupt
@@ -33,11 +32,10 @@ from ladder.results import Consumed
 from ladder.rung import Progress, Rung
 from ladder.settings import Settings
 from ladder.stack import Stack
-from local_ipc.processes import CONTEXT, Child, start_fork_server, stop_processes
+from local_ipc.processes import Child, how_it_ended, start_fork_server, stop_processes
+from local_ipc.processes import SentCounter as SentCounter
+from local_ipc.processes import sent_counter as sent_counter
 from tasks.workloads import Item, batches, make_message
-
-if TYPE_CHECKING:
-    from multiprocessing.sharedctypes import Synchronized
 
 POLL_S = 0.1
 # kombu's Redis transport takes a message off the list (BRPOP) and only then, in the
@@ -47,8 +45,6 @@ POLL_S = 0.1
 # sweep for old unacknowledged messages (every second, see transport_options) had its
 # chance. A resend too early would cost only a redelivery, counted once.
 RESEND_MARGIN_S = 10.0
-
-SentCounter: TypeAlias = "Synchronized[int]"
 
 
 def room_check_every(queue_size: int) -> int:
@@ -76,19 +72,6 @@ def send_all(
                 time.sleep(0.005)
         send(message)
         sent.value += len(part)
-
-
-def sent_counter() -> SentCounter:
-    """How many items one producer has sent, in memory shared with it: still readable
-    after it died, even by SIGKILL."""
-    return CONTEXT.Value("q", 0)
-
-
-def how_it_ended(process: BaseProcess) -> str:
-    code = process.exitcode
-    if code is not None and code < 0:
-        return f"killed by {signal.Signals(-code).name}"
-    return f"exit code {code}"
 
 
 class BrokerRung(Rung):

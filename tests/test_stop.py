@@ -1,0 +1,181 @@
+"""Ctrl-C and SIGTERM on every rung's sum, mid-work: ladder stops within 10 s, says one
+line, exits 130 or 143, and leaves nothing running.
+
+Each sum is minutes of work, so the signal always finds it summing; the test sends it
+once the summing has begun, judged by the CPU time of whatever sums: ladder's own
+threads, the children of its fork server, or the Celery workers once connected. The
+broker rungs run on their embedded stack: no URL, no CELERY_BROKER_URL.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import psutil
+import pytest
+
+from tests.proctree import cmdline, descendants, kill_all, running
+
+ROOT = Path(__file__).resolve().parents[1]
+LADDER = [sys.executable, "-m", "ladder.cli", "run"]
+ENV = {
+    name: value
+    for name, value in os.environ.items()
+    if name not in ("CELERY_BROKER_URL", "CELERY_RESULT_BACKEND")
+}
+# 10^10 numbers, the most a job allows: minutes of summing on any rung of this machine.
+HUGE_SUM = ["--workload", "sum", "--n", "10000000000"]
+STOP_WITHIN_S = 10.0
+# CPU seconds of summing seen before the signal is sent.
+SUMMING_S = 1.0
+
+SIGNALS = pytest.mark.parametrize(
+    ("signum", "code", "word"),
+    [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")],
+    ids=["SIGINT", "SIGTERM"],
+)
+
+
+def cpu_s(process: psutil.Process) -> float:
+    try:
+        times = process.cpu_times()
+    except psutil.Error:
+        return 0.0
+    return float(times.user + times.system)
+
+
+def ladder_threads(ladder: psutil.Process) -> float:
+    """CPU seconds of ladder's threads but the main one: the threads and pools that sum."""
+    try:
+        threads = ladder.threads()
+    except psutil.Error:
+        return 0.0
+    return sum(t.user_time + t.system_time for t in threads if t.id != ladder.pid)
+
+
+def fork_server_children(ladder: psutil.Process) -> float:
+    """CPU seconds of the processes forked from ladder's fork server: they import nothing,
+    so all of it is work."""
+    servers = [p for p in descendants(ladder) if "multiprocessing.forkserver" in cmdline(p)]
+    return sum(cpu_s(child) for server in servers for child in descendants(server))
+
+
+class CeleryWork:
+    """CPU seconds of the Celery workers since each first had a connection open: what
+    they spent before was their start-up."""
+
+    def __init__(self) -> None:
+        self.at_connect: dict[int, float] = {}
+
+    def __call__(self, ladder: psutil.Process) -> float:
+        busy = 0.0
+        for worker in descendants(ladder):
+            argv = cmdline(worker)
+            if "-m celery" not in argv or " worker " not in argv:
+                continue
+            if worker.pid not in self.at_connect:
+                try:
+                    connected = bool(worker.net_connections(kind="tcp"))
+                except psutil.Error:
+                    connected = False
+                if connected:
+                    self.at_connect[worker.pid] = cpu_s(worker)
+                continue
+            busy += cpu_s(worker) - self.at_connect[worker.pid]
+        return busy
+
+
+@pytest.fixture(scope="module")
+def start_up_cpu_s() -> float:
+    """CPU seconds ladder spends starting and stopping with nothing to sum: what the serial
+    rung's one process spends before its sum begins, at most."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    subprocess.run(
+        [*LADDER, "--rung", "serial", "--workload", "sum", "--n", "16"],
+        cwd=ROOT,
+        env=ENV,
+        capture_output=True,
+        timeout=60,
+        check=True,
+    )
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+
+
+RUNS = {
+    "serial": ["--rung", "serial"],
+    "threads": ["--rung", "threads", "--chunks", "2", "--workers", "2"],
+    # One chunk, one thread, for all 10^10 numbers: it cannot be stopped, only left.
+    "threads-one-chunk": ["--rung", "threads", "--chunks", "1", "--workers", "1"],
+    "processes": ["--rung", "processes", "--chunks", "2"],
+    "thread-pool": ["--rung", "thread-pool", "--chunks", "2"],
+    "process-pool": ["--rung", "process-pool", "--chunks", "2"],
+    "asyncio": ["--rung", "asyncio", "--chunks", "2"],
+    "kombu": ["--rung", "kombu", "--chunks", "2"],
+    "celery": ["--rung", "celery", "--chunks", "2"],
+}
+
+
+def summing(case: str, start_up_cpu_s: float) -> Callable[[psutil.Process], float]:
+    """The CPU seconds a case's run has spent summing so far, given ladder's process."""
+    rung = case.removesuffix("-one-chunk")
+    if rung == "serial":
+        return lambda ladder: cpu_s(ladder) - start_up_cpu_s
+    if rung in ("threads", "thread-pool"):
+        return ladder_threads
+    if rung == "celery":
+        return CeleryWork()
+    return fork_server_children
+
+
+@pytest.mark.timeout(120)
+@SIGNALS
+@pytest.mark.parametrize("case", list(RUNS))
+def test_a_signal_stops_a_sum_mid_work_within_10_s(
+    case: str, signum: int, code: int, word: str, start_up_cpu_s: float, tmp_path: Path
+) -> None:
+    summed = summing(case, start_up_cpu_s)
+    # Files, not pipes: a child that kept a pipe open would hide the moment ladder exits.
+    with open(tmp_path / "out", "w+") as out, open(tmp_path / "err", "w+") as err:
+        process = subprocess.Popen(
+            [*LADDER, *RUNS[case], *HUGE_SUM],
+            cwd=ROOT,
+            env=ENV,
+            stdout=out,
+            stderr=err,
+            start_new_session=True,
+        )
+        ladder = psutil.Process(process.pid)
+        recorded: list[psutil.Process] = []
+        try:
+            deadline = time.monotonic() + 90
+            while summed(ladder) < SUMMING_S:
+                assert process.poll() is None, "ladder exited before the signal"
+                assert time.monotonic() < deadline, "the sum never started"
+                time.sleep(0.05)
+            recorded = descendants(ladder)
+            os.kill(process.pid, signum)
+            start = time.monotonic()
+            try:
+                returncode = process.wait(timeout=STOP_WITHIN_S)
+            except subprocess.TimeoutExpired:
+                pytest.fail(f"ladder still running {STOP_WITHIN_S:.0f} s after the signal")
+            assert time.monotonic() - start < STOP_WITHIN_S
+            out.seek(0)
+            err.seek(0)
+            stdout, stderr = out.read(), err.read()
+            assert returncode == code, stderr
+            assert stdout == ""
+            # Exactly the one line: no traceback, no "leaked semaphore" warning.
+            assert stderr.splitlines() == [f"ladder: error: {word}"]
+            _, alive = psutil.wait_procs(recorded, timeout=5)
+            assert running(alive) == [], [cmdline(p) for p in alive]
+        finally:
+            kill_all(process, recorded)
