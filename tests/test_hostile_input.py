@@ -51,6 +51,7 @@ def one_line(done: subprocess.CompletedProcess[str], code: int, names: str) -> N
 
 SUM = ["run", "--rung", "threads", "--workload", "sum", "--n", "1000"]
 KOMBU = ["run", "--rung", "kombu", "--workload", "sum", "--n", "1000"]
+PIPELINE = ["run", "--rung", "kombu", "--workload", "pipeline"]
 BAD = [
     # (environment, arguments, what the line must name)
     ({"LADDER_VISIBILITY_TIMEOUT_S": "abc"}, ["rungs"], "LADDER_VISIBILITY_TIMEOUT_S must be"),
@@ -75,8 +76,7 @@ BAD = [
     ({}, ["demo", "--rungs", " , "], "argument --rungs: must name at least one rung"),
     (
         {},
-        ["run", "--rung", "kombu", "--workload", "pipeline", "--payload-bytes", "10000000"]
-        + ["--batch", "2"],
+        [*PIPELINE, "--payload-bytes", "10000000", "--batch", "2"],
         "--payload-bytes 10,000,000 x batch 2 makes messages of about 20,000,128 bytes",
     ),
     ({}, ["bench", "--repeat", "0"], "--repeat must be at least 1 (got 0)"),
