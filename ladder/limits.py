@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import queue
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -28,7 +27,7 @@ from celery import Celery
 
 from consumers.celery_workers import CeleryWorkers, Topology
 from consumers.kombu_consumer import connect
-from ladder import interrupt
+from ladder import interrupt, procs
 from ladder.broker import RunKeys, client
 from ladder.jobs import Job, PipelineJob
 from ladder.results import Consumed, RunResult, percentiles_ms, verify_pipeline
@@ -227,7 +226,7 @@ def bare_worker(url: str) -> Iterator[tuple[Celery, str]]:
     """A client, and the name of one worker in Celery's default configuration serving
     NOOP_QUEUE alone; the worker is stopped on the way out."""
     app = make_app(url, url)
-    with tempfile.TemporaryDirectory(prefix="ladder-bare-") as folder:
+    with procs.scratch("ladder-bare-") as folder:
         workers = CeleryWorkers(url, url, replace(DEFAULT_WORKER, queue=NOOP_QUEUE), Path(folder))
         try:
             workers.start()

@@ -27,7 +27,6 @@ import multiprocessing.forkserver
 import os
 import queue
 import signal
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -116,12 +115,33 @@ def process_pool(workers: int) -> ProcessPoolExecutor:
     return ProcessPoolExecutor(max_workers=workers, mp_context=CONTEXT, initializer=quiet_child)
 
 
+# How much of a child's last error it keeps for its parent to tell.
+REASON_BYTES = 300
+
+
 class Child(multiprocessing.context.ForkServerProcess):
-    """A child that leaves interruptions to its parent."""
+    """A child that leaves interruptions to its parent, and says why it failed in one
+    line: an error is not printed as a traceback on the parent's terminal (a broker out
+    of memory would print one per child), but kept in shared memory for the parent, which
+    tells of the death (how_it_ended), and the child exits with code 1."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._reason = CONTEXT.RawArray("c", REASON_BYTES)
+
+    @property
+    def reason(self) -> str:
+        """The child's error, in one line; empty while it has none."""
+        return bytes(self._reason.value).decode(errors="replace")
 
     def run(self) -> None:
         quiet_child()
-        super().run()
+        try:
+            super().run()
+        except Exception as error:
+            said = " ".join(f"{type(error).__name__}: {error}".split())
+            self._reason.value = said.encode()[: REASON_BYTES - 1]
+            raise SystemExit(1) from None
 
 
 def stop_processes(processes: Iterable[BaseProcess], timeout_s: float = 5.0) -> None:
@@ -155,10 +175,12 @@ def sent_counter() -> SentCounter:
 
 
 def how_it_ended(process: BaseProcess) -> str:
+    """How a child exited, in a phrase: the signal that killed it, or its error."""
     code = process.exitcode
     if code is not None and code < 0:
         return f"killed by {signal.Signals(-code).name}"
-    return f"exit code {code}"
+    reason = process.reason if isinstance(process, Child) else ""
+    return reason or f"exit code {code}"
 
 
 def pool_workers(pool: ProcessPoolExecutor) -> list[BaseProcess]:
@@ -338,7 +360,7 @@ class ProcessesRung(Rung):
             progress(now - shown)
             shown = now
 
-        with tempfile.TemporaryDirectory(prefix="ladder-tickets-") as folder:
+        with procs.scratch("ladder-tickets-") as folder:
             store = FileStore.create(Path(folder) / "tickets.json", job.tickets)
             buyers: list[BaseProcess] = [
                 Child(

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import re
 import sys
-import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -74,7 +73,7 @@ def compare(
     for k in connections:
         check(k, messages_for(k, messages, requests))
     rows: list[Row] = []
-    with tempfile.TemporaryDirectory(prefix="ladder-servers-") as scratch:
+    with procs.scratch("ladder-servers-") as scratch:
         folder = log_dir or Path(scratch)
         for model in models:
             with running(model, folder) as (host, port):
