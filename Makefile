@@ -9,7 +9,7 @@ ARGS ?=
 # IMAGE_LOCK: what the image needs (no extra), at the same versions.
 LOCK := requirements/all.txt
 IMAGE_LOCK := requirements/image.txt
-PIP_TOOLS := pip-tools==7.6.2
+UV := uv==0.13.8
 
 .PHONY: demo test test-compose bench lint lock clean
 
@@ -45,19 +45,20 @@ lint: $(VENV)/.installed
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-# pip-tools from a throwaway venv resolves the newest versions pyproject.toml allows. pip's
-# configuration files are left out, so that only PyPI's own files are hashed.
-PIP_COMPILE = env -u PIP_FIND_LINKS PIP_CONFIG_FILE=/dev/null CUSTOM_COMPILE_COMMAND='make lock' \
-	"$$tmp/venv/bin/pip-compile" --quiet --upgrade --generate-hashes --allow-unsafe \
-	--all-build-deps --strip-extras --no-emit-index-url --no-emit-find-links
+# uv, from a throwaway venv, resolves the newest versions pyproject.toml allows, for CPython
+# 3.11 from 3.11.0 on (the image's may be older than this machine's) on Linux x86_64. Markers
+# stay in, so each Python takes only what it needs. The build backend, from build-system.requires
+# on standard input, is pinned too.
+UV_COMPILE = $(PYTHON) -c 'import tomllib; print(*tomllib.load(open("pyproject.toml", "rb"))["build-system"]["requires"], sep="\n")' | \
+	"$$tmp/venv/bin/uv" pip compile --quiet --upgrade --generate-hashes --no-strip-markers \
+	--python-version 3.11 --python-platform x86_64-unknown-linux-gnu --custom-compile-command 'make lock'
 
 lock:
-	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11) and "make lock needs Python 3.11")'
-	tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp" queue_ladder.egg-info' EXIT && \
+	tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
 	$(PYTHON) -m venv "$$tmp/venv" && \
-	"$$tmp/venv/bin/python" -m pip install --quiet $(PIP_TOOLS) && \
-	$(PIP_COMPILE) --all-extras -o $(LOCK) pyproject.toml && \
-	$(PIP_COMPILE) -c $(LOCK) -o $(IMAGE_LOCK) pyproject.toml
+	"$$tmp/venv/bin/python" -m pip install --quiet $(UV) && \
+	$(UV_COMPILE) --all-extras -o $(LOCK) pyproject.toml - && \
+	$(UV_COMPILE) -c $(LOCK) -o $(IMAGE_LOCK) pyproject.toml -
 
 clean:
 	rm -rf $(VENV) results .pytest_cache .mypy_cache .ruff_cache
