@@ -233,7 +233,8 @@ def pulled(name: str) -> bool:
         say(f"{name}: no registry answered within 600 s")
         return False
     if done.returncode != 0:
-        say(f"{name}: not pulled ({done.stderr.strip().splitlines()[-1:]})")
+        reason = (done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[-1]
+        say(f"{name}: not pulled: {reason}")
         return False
     say(f"{name}: pulled in {time.monotonic() - started:.1f} s")
     return True
