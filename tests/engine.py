@@ -271,7 +271,7 @@ def build_python_stand_in(name: str, folder: Path) -> None:
             str(rootfs),
             DEBIAN_MIRROR,
         ],
-        1200,
+        900,
         "debootstrap bookworm",
     )
     for marker in rootfs.glob("usr/lib/python3*/EXTERNALLY-MANAGED"):

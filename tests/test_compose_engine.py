@@ -125,6 +125,7 @@ class Project:
             except subprocess.TimeoutExpired:
                 code = -1
         output = log.read_text(errors="replace")
+        say(f"docker compose {' '.join(args)}: exit {code}, its output in {log}")
         if code == -1:
             raise AssertionError(
                 f"docker compose {args[0]}: not done in {timeout_s:.0f} s: {output[-3000:]}"
@@ -176,12 +177,12 @@ def project(docker: Engine, tmp_path: Path) -> Iterator[Project]:
         current.down()
 
 
-@pytest.mark.timeout(1800)
+@pytest.mark.timeout(1500)
 def test_the_demo_runs_verified_and_down_leaves_nothing(docker: Engine, project: Project) -> None:
     secret = set_up_as_compose_asks(project.folder, OWNER_UID, OWNER_GID)
 
     started = time.monotonic()
-    code, output = project.compose("build", timeout_s=1200)
+    code, output = project.compose("build", timeout_s=900)
     assert code == 0, f"docker compose build: {output[-3000:]}"
     say(f"docker compose build: {time.monotonic() - started:.1f} s")
 
@@ -192,7 +193,7 @@ def test_the_demo_runs_verified_and_down_leaves_nothing(docker: Engine, project:
         "--exit-code-from",
         "demo",
         "demo",
-        timeout_s=900,
+        timeout_s=600,
         extra={"DEMO_ARGS": "--quick"},
     )
     say(
