@@ -27,7 +27,10 @@ COPY ladder/ ladder/
 COPY servers/ servers/
 COPY peers/ peers/
 # The project alone: its dependencies are in already, and the lock pins its build backend.
-RUN pip install --no-deps --no-build-isolation . && mkdir results && chown ladder:ladder results
+# pip check: a requirement that pyproject.toml gained without `make lock` stops the build.
+RUN pip install --no-deps --no-build-isolation . \
+ && pip check \
+ && mkdir results && chown ladder:ladder results
 
 USER ladder
 CMD ["ladder", "--help"]

@@ -18,9 +18,11 @@ $(BIN)/python:
 
 # The lock first, then the project itself on top of it, editable and with nothing more.
 # --no-build-isolation: the build backend is the one the lock pins, not the newest one.
+# pip check: a requirement that pyproject.toml gained without `make lock` stops here.
 $(VENV)/.installed: $(LOCK) pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --require-hashes -r $(LOCK)
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	$(BIN)/python -m pip check
 	touch $@
 
 # The stamps' former names: one venv now serves running and testing alike.

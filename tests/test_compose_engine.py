@@ -28,6 +28,8 @@ pytestmark = pytest.mark.engine
 
 # Who owns the copy, as a user owns their clone: not root, and not the image's own user.
 OWNER_UID = OWNER_GID = 2345
+# Every test project's name starts so: the images they leave untagged can be told apart.
+PROJECT_PREFIX = "ladder-test-"
 RESULTS = ("results.json", "results.csv", "comparison.png", "servers.json")
 
 
@@ -150,6 +152,38 @@ class Project:
         return found
 
 
+def remove_untagged_images() -> None:
+    """Remove the images that test projects built and a later build untagged: compose tags
+    one image per service with the same name, so each build leaves some, each holding on
+    to layers that the current image may no longer share."""
+    dangling = engine.run(
+        ["docker", "image", "ls", "-q", "--no-trunc", "--filter", "dangling=true"],
+        60,
+        "docker image ls",
+    ).stdout.split()
+    ours = []
+    for image in dangling:
+        done = subprocess.run(
+            [
+                "docker",
+                "image",
+                "inspect",
+                "--format",
+                '{{index .Config.Labels "com.docker.compose.project"}}',
+                image,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        if done.stdout.startswith(PROJECT_PREFIX):
+            ours.append(image)
+    if ours:
+        engine.run(["docker", "image", "rm", *ours], 120, "docker image rm")
+        say(f"removed {len(ours)} untagged image(s) that test projects built")
+
+
 @pytest.fixture
 def project(docker: Engine, tmp_path: Path) -> Iterator[Project]:
     folder = tmp_path / "queue-ladder"
@@ -167,7 +201,7 @@ def project(docker: Engine, tmp_path: Path) -> Iterator[Project]:
         os.lchown(path, OWNER_UID, OWNER_GID)
     logs = tmp_path / "logs"
     logs.mkdir()
-    name = f"ladder-test-{secrets.token_hex(4)}"
+    name = f"{PROJECT_PREFIX}{secrets.token_hex(4)}"
     say(f"compose project {name} in {folder}")
     current = Project(folder, name, logs)
     try:
@@ -175,6 +209,7 @@ def project(docker: Engine, tmp_path: Path) -> Iterator[Project]:
     finally:
         # Whatever happened: no container, network or volume of the project stays.
         current.down()
+        remove_untagged_images()
 
 
 @pytest.mark.timeout(1500)
@@ -221,3 +256,5 @@ def test_the_demo_runs_verified_and_down_leaves_nothing(docker: Engine, project:
     project.down()
     assert project.leftovers() == {"containers": [], "networks": [], "volumes": []}
     say("docker compose down -v: no container, network or volume of the project left")
+    images = ", ".join(f"{name} ({kind})" for name, kind in docker.images.items())
+    say(f"on Docker Engine {docker.version}, Compose {docker.compose}, base images {images}")
