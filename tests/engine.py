@@ -80,7 +80,10 @@ def run(
 
 
 def engine_answers() -> bool:
-    done = subprocess.run(["docker", "info"], capture_output=True, timeout=30, check=False)
+    try:
+        done = subprocess.run(["docker", "info"], capture_output=True, timeout=30, check=False)
+    except subprocess.TimeoutExpired:  # an engine starting, or stuck: not an answer
+        return False
     return done.returncode == 0
 
 
