@@ -26,6 +26,7 @@ from redis.exceptions import RedisError
 
 from ladder import interrupt, procs
 from ladder.errors import RunFailed
+from tasks.workloads import QUEUES
 
 START_TIMEOUT_S = 60.0
 SUPERVISE_EVERY_S = 0.5
@@ -42,7 +43,8 @@ class Topology:
     instances: int
     pool: str = "solo"
     concurrency: int = 1
-    queue: str = "celery"  # the queue they serve: Celery's default
+    # The queues they serve: all by default, as `celery worker` with no -Q does.
+    queues: tuple[str, ...] = QUEUES
 
 
 def ping_workers(
@@ -62,6 +64,50 @@ def ping_workers(
     finally:
         client.close()
     return [name for reply in replies for name in reply]
+
+
+@dataclass(frozen=True)
+class WorkerShape:
+    """One worker as it says it is: its name, its pool, its slots, the queues it serves."""
+
+    hostname: str
+    pool: str
+    concurrency: int
+    queues: tuple[str, ...]
+
+    def __str__(self) -> str:
+        return f"{self.hostname}: {self.pool} x{self.concurrency} on {', '.join(self.queues)}"
+
+
+def worker_shapes(url: str, backend_url: str, timeout_s: float = 1.0) -> list[WorkerShape]:
+    """Every worker on this broker, as it answers inspect().stats() and active_queues()."""
+    from tasks.celery_app import make_app
+
+    client = make_app(url, backend_url)
+    try:
+        inspect = client.control.inspect(timeout=timeout_s)
+        stats = inspect.stats() or {}
+        queues = inspect.active_queues() or {}
+    except (OperationalError, RedisError, OSError):
+        return []
+    finally:
+        client.close()
+    shapes = []
+    for name, info in sorted(stats.items()):
+        pool = info.get("pool", {})
+        # "celery.concurrency.thread:TaskPool" -> "thread"
+        kind = str(pool.get("implementation", "")).split(":")[0].rsplit(".", 1)[-1]
+        served = tuple(sorted(queue["name"] for queue in queues.get(name, [])))
+        shapes.append(
+            WorkerShape(
+                name, POOL_NAMES.get(kind, kind), int(pool.get("max-concurrency", 0)), served
+            )
+        )
+    return shapes
+
+
+# Celery's modules for its pools, by the names `--pool` takes.
+POOL_NAMES = {"prefork": "prefork", "thread": "threads", "solo": "solo", "gevent": "gevent"}
 
 
 class CeleryWorkers:
@@ -110,7 +156,7 @@ class CeleryWorkers:
         t = self.topology
         argv = [sys.executable, "-m", "celery", "-A", "tasks", "worker", "-E"]
         argv += ["--pool", t.pool, "--concurrency", str(t.concurrency)]
-        argv += ["--hostname", self.names()[index], "--queues", t.queue]
+        argv += ["--hostname", self.names()[index], "--queues", ",".join(t.queues)]
         # Mingle and gossip sync state between workers at start: not needed here, and
         # they add seconds to every start.
         argv += ["--without-mingle", "--without-gossip", "--loglevel", "WARNING"]

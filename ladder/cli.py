@@ -30,7 +30,14 @@ from ladder.findings import findings
 from ladder.jobs import TICKET_LOCKS, Job, PipelineJob, SumJob, TicketsJob
 from ladder.output import guard_stdout
 from ladder.registry import RUNGS, WORKLOADS, get_rung
-from ladder.report import bench_table, comparison_table, fmt_rate, print_result, to_json
+from ladder.report import (
+    bench_table,
+    comparison_table,
+    fmt_rate,
+    print_result,
+    to_json,
+    worker_lines,
+)
 from ladder.results import RunResult
 from ladder.rung import Progress as Advance
 from ladder.runner import open_rung, run
@@ -493,6 +500,8 @@ def cmd_demo(args: argparse.Namespace, settings: Settings, out: Console) -> int:
             print(json.dumps([{"workload_label": r.label, **r.result.to_dict()} for r in rows]))
         else:
             out.print(comparison_table(rows))
+            for line in worker_lines(rows):
+                out.print(line, highlight=False)
             for sentence in findings(rows, os.cpu_count() or 1):
                 out.print(f"- {sentence}")
             out.print(written(paths))

@@ -11,9 +11,10 @@ import json
 import os
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, ExitStack
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from consumers.celery_workers import WorkerShape
 from ladder.errors import LadderError
 from ladder.jobs import Job, PipelineJob, SumJob
 from ladder.registry import RUNGS
@@ -61,6 +62,8 @@ def workloads(quick: bool) -> list[Workload]:
 class Row:
     label: str
     result: RunResult
+    # The workers that served it, as they report themselves (the celery rung's).
+    workers: tuple[WorkerShape, ...] = ()
 
 
 def run_demo(
@@ -95,9 +98,10 @@ def run_demo(
                         progress_for(label, workload.job.size) as progress,
                     ):
                         result = run(rung, workload.job, progress)
+                        workers = tuple(rung.served_by(workload.job))
                 except LadderError as error:
-                    result = failed(name, workload.job, str(error))
-                yield Row(workload.label, result)
+                    result, workers = failed(name, workload.job, str(error)), ()
+                yield Row(workload.label, result, workers)
         at_end()
 
 
@@ -121,6 +125,7 @@ def write(rows: Sequence[Row], folder: Path) -> list[Path]:
             "workload_label": row.label,
             **row.result.to_dict(),
             "speedup_vs_serial": gains[(row.label, row.result.rung)],
+            "workers": [asdict(worker) for worker in row.workers],
         }
         for row in rows
     ]

@@ -189,11 +189,33 @@ def batching(runs: Measured) -> str | None:
     return sentence + "."
 
 
-def brokers_on_io(runs: Measured) -> list[str]:
-    """How far the broker rungs got with real work per item, and when their overhead fades."""
+def slots(rows: Sequence[Row], label: str, rung: str) -> int | None:
+    """How many tasks at once the workers that served rung on label had, as they reported
+    themselves; None where no worker reported (a rung whose consumers are its own)."""
+    for row in rows:
+        if (row.label, row.result.rung) == (label, rung) and row.workers:
+            return sum(worker.concurrency for worker in row.workers)
+    return None
+
+
+def brokers_on_io(runs: Measured, rows: Sequence[Row] = ()) -> list[str]:
+    """How far the broker rungs got with real work per item, and when their overhead fades.
+
+    Only like with like: a rung whose workers had other than the job's consumers in slots
+    (a compose worker of another shape, say) is said to be so, not compared."""
     brokers = [r for r in BROKER_RUNGS if (IO_PIPELINE, r) in runs]
     if (IO_PIPELINE, "threads") not in runs or not brokers:
         return []
+    consumers = runs[IO_PIPELINE, "threads"].params["consumers"]
+    unlike = {r: n for r in brokers if (n := slots(rows, IO_PIPELINE, r)) not in (None, consumers)}
+    brokers = [r for r in brokers if r not in unlike]
+    apart = [
+        f"{CHANNELS.get(r, r)} ran on workers with {n} slots, the local rungs with {consumers} "
+        "consumers: its figure is not compared with theirs"
+        for r, n in unlike.items()
+    ]
+    if not brokers:
+        return [f"{'; '.join(apart)}."] if apart else []
     work_ms = runs[IO_PIPELINE, brokers[0]].params["work_ms"]
 
     def share(rung: str, of: str) -> str:
@@ -206,6 +228,8 @@ def brokers_on_io(runs: Measured) -> list[str]:
         for r in brokers
     ]
     sentences = [f"With {work_ms:g} ms of I/O per item, {'; '.join(reached)}."]
+    if apart:
+        sentences.append(f"{'; '.join(apart)}.")
     overhead_ms = {r: 1e3 / runs[NO_WORK, r].throughput for r in brokers if (NO_WORK, r) in runs}
     if overhead_ms:
         worst = max(overhead_ms, key=overhead_ms.__getitem__)
@@ -230,4 +254,4 @@ def findings(rows: Sequence[Row], cores: int) -> list[str]:
         message_cost(runs),
         batching(runs),
     ]
-    return [s for s in sentences if s is not None] + brokers_on_io(runs)
+    return [s for s in sentences if s is not None] + brokers_on_io(runs, rows)

@@ -227,7 +227,9 @@ def bare_worker(url: str) -> Iterator[tuple[Celery, str]]:
     NOOP_QUEUE alone; the worker is stopped on the way out."""
     app = make_app(url, url)
     with procs.scratch("ladder-bare-") as folder:
-        workers = CeleryWorkers(url, url, replace(DEFAULT_WORKER, queue=NOOP_QUEUE), Path(folder))
+        workers = CeleryWorkers(
+            url, url, replace(DEFAULT_WORKER, queues=(NOOP_QUEUE,)), Path(folder)
+        )
         try:
             workers.start()
             yield app, workers.names()[0]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -114,3 +115,19 @@ def bench_table(rows: Sequence[dict[str, Any]]) -> Table:
             met if row["verified"] else "[red]NOT VERIFIED[/red]",
         )
     return table
+
+
+def worker_lines(rows: Sequence[Row]) -> list[str]:
+    """Which workers served each run that had workers to report (the celery rung's), as
+    they report themselves: one line a run."""
+    lines = []
+    for row in rows:
+        if row.workers:
+            shapes = Counter(
+                f"{w.pool} x{w.concurrency} on {', '.join(w.queues)}" for w in row.workers
+            )
+            served = ", ".join(
+                f"{n} worker{'s' if n > 1 else ''} {shape}" for shape, n in shapes.items()
+            )
+            lines.append(f"{row.label} on {row.result.rung}: served by {served}")
+    return lines

@@ -10,12 +10,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from types import TracebackType
-from typing import ClassVar, Self
+from typing import TYPE_CHECKING, ClassVar, Self
 
 from ladder.jobs import Job, PipelineJob, SumJob, TicketsJob
 from ladder.results import Consumed
 from ladder.settings import Settings
 from tasks.tickets import Sales
+
+if TYPE_CHECKING:
+    from consumers.celery_workers import WorkerShape
 
 # Advance the progress bar by n units (numbers summed, items handled). Safe to call
 # from any thread of the parent process; rungs call it every PROGRESS_EVERY units at most.
@@ -55,6 +58,11 @@ class Rung:
 
     def prepare(self, job: Job) -> None:
         """Get ready for job outside the timed run: start workers of the right shape."""
+
+    def served_by(self, job: Job) -> list[WorkerShape]:
+        """The workers that served job, as they report themselves: none for a rung whose
+        workers are its own threads or processes."""
+        return []
 
     def failures(self) -> AbstractContextManager[None]:
         """Where the rung's channel can fail (a broker, say), what turns its errors into a

@@ -8,6 +8,7 @@ Everything started here is stopped on exit, on error and on Ctrl-C.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import os
 import secrets
@@ -112,6 +113,7 @@ class RedisServer:
 FLOWER_PORT = 5555
 FLOWER_USER = "ladder"
 FLOWER_START_TIMEOUT_S = 30.0
+FLOWER_ATTEMPTS = 3
 
 
 def port_is_free(port: int) -> bool:
@@ -147,17 +149,35 @@ class Flower:
         return f"{self.user}:{self.password}"
 
     def start(self) -> str:
+        """Start Flower and wait until it answers with our login; the address. A port
+        taken between the check and Flower's bind (by another program, which would then
+        get the browser's login) makes Flower exit: it is tried again on a free port."""
+        for attempt in range(FLOWER_ATTEMPTS):
+            try:
+                return self.start_on(self.port)
+            except RunFailed:
+                if attempt + 1 == FLOWER_ATTEMPTS:
+                    raise
+                self.port = procs.free_port()
+        raise AssertionError("unreachable")
+
+    def start_on(self, port: int) -> str:
         env = {**os.environ, "CELERY_BROKER_URL": self.url, "CELERY_RESULT_BACKEND": self.url}
         # Flower reads --basic-auth from FLOWER_BASIC_AUTH: not on a command line ps shows.
         env["FLOWER_BASIC_AUTH"] = self.login
         argv = [sys.executable, "-m", "celery", "-A", "tasks", "flower"]
-        argv += ["--address=127.0.0.1", f"--port={self.port}"]
+        argv += ["--address=127.0.0.1", f"--port={port}"]
         log = self.workdir / "flower.log"
         self.process = procs.spawn(argv, log, env)
+        # Not /healthcheck, which anything on the port could answer: a page behind the
+        # login, which only this Flower has.
+        request = urllib.request.Request(f"{self.address}/api/tasks?limit=1")
+        token = base64.b64encode(self.login.encode()).decode()
+        request.add_header("Authorization", f"Basic {token}")
 
         def answers() -> bool:
             try:
-                with urllib.request.urlopen(f"{self.address}/healthcheck", timeout=1) as answer:
+                with urllib.request.urlopen(request, timeout=1) as answer:
                     return bool(answer.status == 200)
             except OSError:
                 return False

@@ -1,7 +1,7 @@
 """The celery rung: tasks sent to Celery workers through Redis.
 
     sum:      chord(group(tasks.sum_range per chunk), tasks.add_totals) -> one total
-    pipeline: producer processes -> apply_async(tasks.handle_item) -> Redis list "celery"
+    pipeline: producer processes -> apply_async(tasks.handle_item) -> Redis list "io"
               -> celery workers -> handled list in Redis -> parent verifies
 
 The parent is a plain Celery client that sends tasks by name: it needs the workers'
@@ -19,7 +19,7 @@ from types import TracebackType
 from celery import chord, group
 from celery.exceptions import TimeoutError as CeleryTimeout
 
-from consumers.celery_workers import Topology
+from consumers.celery_workers import Topology, WorkerShape, worker_shapes
 from ladder import interrupt
 from ladder.broker import RunKeys
 from ladder.errors import RunFailed
@@ -32,10 +32,20 @@ from producers.broker_rung import POLL_S, BrokerRung, SentCounter, send_all
 from producers.tickets import celery_tickets
 from tasks.celery_app import make_app
 from tasks.tickets import Sales
-from tasks.workloads import Item, batches, make_message
+from tasks.workloads import CPU_QUEUE, IO_QUEUE, Item, batches, make_message, queue_for
 
-QUEUE = "celery"  # Celery's default queue: the Redis list the workers read
 TASK, BATCH_TASK = "tasks.handle_item", "tasks.handle_batch"
+
+
+def queue_of(job: Job) -> str:
+    """The queue a job's tasks are routed to (tasks/celery_app.py's ROUTES): the sum's
+    chunks and CPU-bound items to CPU_QUEUE, waiting work to IO_QUEUE. On Redis, a queue
+    is the list of that name, which the producers watch for backpressure."""
+    if isinstance(job, SumJob):
+        return CPU_QUEUE
+    if isinstance(job, TicketsJob):
+        return IO_QUEUE
+    return queue_for(job.work_kind, job.work_ms)
 
 
 def produce(
@@ -43,31 +53,31 @@ def produce(
 ) -> None:
     """Send one tasks.handle_item per id (tasks.handle_batch per job.batch ids), pausing
     while the queue holds queue_size messages."""
-    task = make_app(url, backend_url).signature(BATCH_TASK if job.batched else TASK)
+    queue = queue_of(job)
+    task = make_app(url, backend_url).signature(BATCH_TASK if job.batched else TASK, queue=queue)
 
     def send(message: Item | list[Item]) -> None:
         task.apply_async((message, keys.run_id, job.work_ms, job.work_kind))
 
-    send_all(url, QUEUE, send, ids, job, sent)
+    send_all(url, queue, send, ids, job, sent)
 
 
 def topology(job: Job, cores: int = os.cpu_count() or 1) -> Topology:
-    """The workers the embedded stack starts for a job (a broker URL uses what is there)."""
+    """The workers the embedded stack starts for a job (a broker URL uses what is there),
+    serving the job's queue alone, as compose.yaml's workers each serve one."""
+    queues = (queue_of(job),)
     if isinstance(job, SumJob):
         # CPU-bound chunks: one solo worker per requested worker, each a process.
-        return Topology(instances=job.workers, pool="solo")
-    if isinstance(job, TicketsJob):
-        # Buyers mostly wait (the gap): threads, `workers` buyers at once in all.
-        consumers, cpu_bound = job.workers, False
-    else:
-        consumers, cpu_bound = job.consumers, job.work_kind == "cpu" and job.work_ms > 0
+        return Topology(instances=job.workers, pool="solo", queues=queues)
+    consumers = job.workers if isinstance(job, TicketsJob) else job.consumers
     instances = min(consumers, cores)
     slots = math.ceil(consumers / instances)
     # One slot: the task runs in the worker's own process (solo), with no hand-off to a
     # pool thread or child (about 12% more tasks/s with no work, measured here). More:
     # waiting work overlaps in threads; CPU work needs processes (prefork) past the GIL.
+    cpu_bound = queues == (CPU_QUEUE,)
     pool = "solo" if slots == 1 else "prefork" if cpu_bound else "threads"
-    return Topology(instances=instances, pool=pool, concurrency=slots)
+    return Topology(instances=instances, pool=pool, concurrency=slots, queues=queues)
 
 
 class CeleryRung(BrokerRung):
@@ -131,11 +141,16 @@ class CeleryRung(BrokerRung):
             result.forget()
             header.forget()
 
+    def served_by(self, job: Job) -> list[WorkerShape]:
+        queue = queue_of(job)
+        shapes = worker_shapes(self.stack.url, self.stack.backend_url)
+        return [shape for shape in shapes if queue in shape.queues]
+
     def run_pipeline(self, job: PipelineJob, progress: Progress = no_progress) -> Consumed:
         return self.send_and_drain(job, produce, (self.stack.url, self.stack.backend_url), progress)
 
     def resend(self, keys: RunKeys, job: PipelineJob, ids: Sequence[int]) -> None:
-        task = self.client.signature(BATCH_TASK if job.batched else TASK)
+        task = self.client.signature(BATCH_TASK if job.batched else TASK, queue=queue_of(job))
         for part in batches(ids, job.batch):
             message = make_message(part, job.payload, job.batched)
             task.apply_async((message, keys.run_id, job.work_ms, job.work_kind))

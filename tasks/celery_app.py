@@ -13,14 +13,31 @@ from typing import Any
 import redis
 from celery import Celery
 from celery.worker.consumer import Consumer
+from kombu.entity import Queue
 
 from consumers.recorder import Recorder
 from ladder.broker import RunKeys, client, transport_options
 from ladder.settings import FALLBACK_BROKER_URL, VISIBILITY_TIMEOUT_S
 from tasks import workloads
 from tasks.tickets import RedisTickets
+from tasks.workloads import CPU_QUEUE, IO_QUEUE, QUEUES
+
+# Two queues, routed by the kind of work (tasks.workloads.CPU_QUEUE, IO_QUEUE): CPU-bound
+# tasks to workers with a process per core (prefork), waiting ones to workers with many
+# slots (threads). A worker started with no -Q serves both, and Celery's default queue
+# for a task sent by a client that knows no routes; `celery worker -Q cpu` or `-Q io`
+# serves one, as compose.yaml's two kinds of worker do.
+ROUTES = {
+    "tasks.sum_range": CPU_QUEUE,
+    "tasks.add_totals": CPU_QUEUE,
+    "tasks.handle_item": IO_QUEUE,  # sent to CPU_QUEUE when its work is CPU-bound
+    "tasks.handle_batch": IO_QUEUE,
+    "tasks.buy_ticket": IO_QUEUE,
+}
 
 CONFIG: dict[str, Any] = {
+    "task_routes": {name: {"queue": queue} for name, queue in ROUTES.items()},
+    "task_queues": [Queue(name) for name in QUEUES],
     # JSON only: a pickle message could run code in the worker, so it is refused.
     "task_serializer": "json",
     "result_serializer": "json",

@@ -24,6 +24,17 @@ STOP = None
 LOOPS_PER_MS = 16_000
 
 WorkKind = Literal["io", "cpu"]
+# The Celery queues that carry each kind of work (tasks/celery_app.py routes them), and
+# Celery's own default, for a task sent by a client that knows no routes.
+CPU_QUEUE, IO_QUEUE, DEFAULT_QUEUE = "cpu", "io", "celery"
+QUEUES = (CPU_QUEUE, IO_QUEUE, DEFAULT_QUEUE)
+
+
+def queue_for(kind: WorkKind, work_ms: float) -> str:
+    """The queue of a task whose work is work_ms of `kind`: CPU work needs processes."""
+    return CPU_QUEUE if kind == "cpu" and work_ms > 0 else IO_QUEUE
+
+
 WORK_KINDS: tuple[WorkKind, ...] = ("io", "cpu")
 Item = dict[str, Any]
 

@@ -30,7 +30,7 @@ from ladder.runner import run
 from ladder.settings import Settings
 from local_ipc import processes, threads
 from producers.broker_rung import room_check_every
-from producers.celery_producer import QUEUE as CELERY_QUEUE
+from tasks.workloads import IO_QUEUE as CELERY_QUEUE
 
 QUEUE_SIZE = 20
 # One consumer with 5 ms of work per item against two producers with none: the queue

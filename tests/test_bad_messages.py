@@ -46,10 +46,18 @@ from ladder.stack import RedisServer
 from local_ipc.processes import Child, stop_processes
 from tasks.celery_app import make_app
 from tasks.tickets import RedisTickets
-from tasks.workloads import MAX_BATCH, MAX_BUYERS, MAX_CHUNKS, MAX_MESSAGE_BYTES, STOP, make_item
+from tasks.workloads import (
+    IO_QUEUE,
+    MAX_BATCH,
+    MAX_BUYERS,
+    MAX_CHUNKS,
+    MAX_MESSAGE_BYTES,
+    STOP,
+    make_item,
+)
 from tests.watch import wait_for
 
-CELERY_QUEUE = "celery"
+CELERY_QUEUE = IO_QUEUE  # where tasks.handle_item goes
 # kombu's Redis transport keeps what was taken but not yet acknowledged here.
 UNACKED_KEYS = ("unacked", "unacked_index", "unacked_mutex")
 BEFORE, AFTER, BAD = 1, 2, 9

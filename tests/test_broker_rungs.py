@@ -25,7 +25,7 @@ from ladder.rung import Rung
 from ladder.runner import run
 from ladder.settings import Settings
 from producers.broker_rung import BrokerRung
-from tasks.workloads import make_item
+from tasks.workloads import IO_QUEUE, make_item
 from tests.proctree import running
 from tests.watch import Counter, wait_for
 
@@ -230,5 +230,5 @@ def test_a_pickle_message_is_refused_and_the_workers_keep_serving(
         # By now the pickle message, sent first, would have been handled: it never is,
         # and it is discarded, neither waiting in the queue nor held unacknowledged.
         assert r.hlen(refused.deliveries) == 0 and not r.exists(refused.handled)
-        assert not any(sent.id in message for message in r.lrange("celery", 0, -1))
+        assert not any(sent.id in message for message in r.lrange(IO_QUEUE, 0, -1))
         assert not any(sent.id in message for message in r.hvals("unacked"))

@@ -37,6 +37,7 @@ from ladder.stack import RedisServer
 from producers.broker_rung import POLL_S
 from producers.celery_producer import CeleryRung
 from producers.kombu_producer import KombuRung
+from tasks.workloads import CPU_QUEUE, IO_QUEUE
 from tests.watch import wait_for
 
 # Short, so that a dead consumer's messages come back within the test.
@@ -66,7 +67,7 @@ def handled_so_far(url: str) -> int:
 def in_flight(url: str) -> int:
     """Messages sent and not yet handled: on the queues, and held unacknowledged."""
     redis = client(url)
-    queues = ["celery", *redis.scan_iter(match="ladder:*:items")]
+    queues = [CPU_QUEUE, IO_QUEUE, *redis.scan_iter(match="ladder:*:items")]
     return sum(int(redis.llen(q)) for q in queues) + int(redis.hlen("unacked"))
 
 
@@ -274,7 +275,7 @@ def test_a_frozen_worker_that_wakes_after_its_run_makes_none_of_its_keys(
         assert list(r.scan_iter(match="ladder:*")) == []
         os.killpg(frozen.pid, signal.SIGCONT)
         # It works through what it held: its task, its prefetched messages.
-        assert wait_for(lambda: r.llen("celery") == 0 and r.hlen("unacked") == 0, 30)
+        assert wait_for(lambda: r.llen(IO_QUEUE) == 0 and r.hlen("unacked") == 0, 30)
         time.sleep(2 * VISIBILITY_TIMEOUT_S)
         assert frozen.poll() is None  # it lived on, and did its work
         assert list(r.scan_iter(match="ladder:*")) == []

@@ -29,6 +29,7 @@ import pytest
 from consumers.celery_workers import CeleryWorkers
 from ladder import netns
 from ladder.broker import LEASE_S, client
+from tasks.workloads import CPU_QUEUE, IO_QUEUE
 from tests.proctree import cmdline, descendants, kill_all, running
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -244,4 +245,4 @@ def test_a_killed_run_leaves_no_key_without_an_expiry(
     # workers take them and record nothing.
     for key in keys:
         r.delete(key)
-    r.delete("celery")
+    r.delete(CPU_QUEUE, IO_QUEUE)
