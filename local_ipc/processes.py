@@ -265,7 +265,7 @@ class ProcessesRung(Rung):
             for w in range(job.workers)
         ]
         watch = Watch(workers)
-        summed = 0
+        summed, ended = 0, False
         try:
             for worker in workers:
                 worker.start()
@@ -278,6 +278,7 @@ class ProcessesRung(Rung):
             # Join only after every result is read: a child that has put data on a
             # queue does not exit until that data has been taken from the pipe.
             watch.join(workers)
+            ended = True
             return total
         except ChildDied as death:
             raise RunFailed(
@@ -285,8 +286,7 @@ class ProcessesRung(Rung):
             ) from None
         finally:
             stop_processes(workers)
-            # What no child took is dropped at exit, not waited for: see abandon().
-            abandon(chunks)
+            let_go(chunks, ended)
 
     def run_pipeline(self, job: PipelineJob, progress: Progress = no_progress) -> Consumed:
         channel = (
@@ -319,6 +319,7 @@ class ProcessesRung(Rung):
 
         watch = Watch(producers + consumers, show_handled)
         tallies: list[Consumed] = []
+        ended = False
         try:
             for process in producers + consumers:
                 process.start()
@@ -331,6 +332,7 @@ class ProcessesRung(Rung):
             tallies.extend(collect(results, job.consumers, consumers, watch.check))
             watch.join(consumers)
             show_handled()
+            ended = True
         except ChildDied:
             dead = [c for c in producers + consumers if c.exitcode not in (None, 0)]
             # What a producer put but had not yet written to the pipe is lost with it.
@@ -339,7 +341,7 @@ class ProcessesRung(Rung):
             return after_a_death(job, dead, producers, consumers, sent, handled, tallies)
         finally:
             stop_processes(producers + consumers)
-            abandon(channel)
+            let_go(channel, ended)
         consumed = Consumed()
         for tally in tallies:
             consumed.extend(tally)
@@ -524,12 +526,19 @@ def after_a_death(
     return consumed
 
 
-def abandon(channel: Queue[Any]) -> None:
-    """Let this process exit without flushing what it put on channel and no child took.
+def let_go(channel: Queue[Any], ended: bool) -> None:
+    """This process's hold on channel, after a run that ended (True) or stopped.
 
-    At exit a process waits for its queues' feeder threads to write what they hold to
-    the pipe; a feeder that waits for a lock a killed child held, or for room in a pipe
-    no one reads any more, would hold the exit for ever. After a normal run every item
-    has been taken, and nothing is dropped.
+    A process's puts go through a feeder thread of its own, which holds the queue's locks
+    until it ends. After a normal run every item has been taken: the feeder is waited
+    for, so that it lets go of the locks now, while the resource tracker still listens
+    (a feeder ending as Python shuts down would free them too late to say so, and the
+    tracker would warn of a leaked semaphore). After a stop nothing is waited for: a
+    feeder that waits for a lock a killed child held, or for room in a pipe no one reads
+    any more, would hold the exit for ever; what it held is dropped.
     """
-    channel.cancel_join_thread()
+    if ended:
+        channel.close()
+        channel.join_thread()
+    else:
+        channel.cancel_join_thread()
