@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import signal
 import subprocess
 import sys
 import threading
@@ -161,7 +162,10 @@ class CeleryWorkers:
         # they add seconds to every start.
         argv += ["--without-mingle", "--without-gossip", "--loglevel", "WARNING"]
         prefix = self.prefixes[index] if index < len(self.prefixes) else []
-        return procs.spawn([*prefix, *argv], self.log(index), env)
+        # Should ladder die, SIGKILL, not SIGTERM: a warm shutdown waits for the running
+        # task, which may be waiting out an outage of the broker that died with ladder
+        # too. Celery's prefork pool children die with their worker (its own pdeathsig).
+        return procs.spawn([*prefix, *argv], self.log(index), env, death_signal=signal.SIGKILL)
 
     def start(self) -> None:
         try:

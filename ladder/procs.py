@@ -26,15 +26,15 @@ from ladder.errors import RunFailed
 PR_SET_PDEATHSIG = 1
 
 
-def die_with_parent(parent: int | None = None) -> None:
-    """Ask Linux for SIGTERM when this process's parent dies, however it dies.
+def die_with_parent(parent: int | None = None, signum: int = signal.SIGTERM) -> None:
+    """Ask Linux for signum when this process's parent dies, however it dies.
 
     `parent` is the pid the caller expects as its parent: if that one died before the
     request was made, the request would watch whoever adopted us, so we exit at once.
     """
     parent = os.getppid() if parent is None else parent
     with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signum)
     if os.getppid() != parent:
         os._exit(1)
 
@@ -51,10 +51,11 @@ def spawn(
     log: Path,
     env: Mapping[str, str] | None = None,
     stdin_text: str | None = None,
+    death_signal: int = signal.SIGTERM,
 ) -> subprocess.Popen[bytes]:
-    """Start argv in its own session, output to log, tied to this process's life;
-    stdin_text is written to its standard input (a secret goes there, not on its command
-    line nor in a file)."""
+    """Start argv in its own session, output to log, tied to this process's life: it gets
+    death_signal when this process dies. stdin_text is written to its standard input (a
+    secret goes there, not on its command line nor in a file)."""
     with open(log, "ab") as out:
         process = subprocess.Popen(
             list(argv),
@@ -63,7 +64,7 @@ def spawn(
             stderr=subprocess.STDOUT,
             env=dict(env) if env is not None else None,
             start_new_session=True,
-            preexec_fn=functools.partial(die_with_parent, os.getpid()),
+            preexec_fn=functools.partial(die_with_parent, os.getpid(), death_signal),
         )
     if process.stdin is not None:
         with contextlib.suppress(BrokenPipeError), process.stdin:

@@ -77,6 +77,16 @@ CASES = {
             and fork_children(argvs) >= 3
         ),
     ),
+    # Every worker is in the middle of a long task when ladder dies: a warm shutdown would
+    # wait for it, and for the broker, which died too.
+    "celery-mid-task": Case(
+        ["run", "--rung", "celery", "--workload", "pipeline", "--items", "100", "--work-ms", "6e4"],
+        lambda argvs: (
+            count(argvs, "redis-server") == 1
+            and count(argvs, "-m celery", "worker") >= 2
+            and fork_children(argvs) >= 3
+        ),
+    ),
     "bench-hosts": Case(
         ["bench", "--hosts", "--quick"],
         lambda argvs: (
@@ -198,7 +208,7 @@ def test_kill_9_leaves_nothing_running_and_no_secret_behind(name: str, tmp_path:
         semaphores = semaphores_of([psutil.Process(process.pid), *seen])
         if name in ("processes", "process-pool"):
             assert semaphores  # their queues' locks: the test would prove nothing
-        if name in ("celery", "bench-hosts"):
+        if name in ("celery", "celery-mid-task", "bench-hosts"):
             assert secrets, [cmdline(p) for p in seen]  # the workers' URLs hold them
         os.kill(process.pid, signal.SIGKILL)
         process.wait()
