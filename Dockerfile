@@ -1,5 +1,7 @@
 # queue-ladder: one image for the Celery workers, Flower and `ladder demo` (see compose.yaml).
-FROM python:3.11-slim
+# The base image is named, by tag, in compose.yaml alone (x-base-images), which passes it here.
+ARG PYTHON_IMAGE
+FROM ${PYTHON_IMAGE}
 
 # MPLCONFIGDIR: matplotlib wants a writable folder, also as a user with no home (`user:`).
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -26,11 +28,14 @@ COPY consumers/ consumers/
 COPY ladder/ ladder/
 COPY servers/ servers/
 COPY peers/ peers/
+COPY docker/ docker/
 # The project alone: its dependencies are in already, and the lock pins its build backend.
 # pip check: a requirement that pyproject.toml gained without `make lock` stops the build.
 RUN pip install --no-deps --no-build-isolation . \
  && pip check \
  && mkdir results && chown ladder:ladder results
 
+# The credentials compose's `setup` service made, into the command's environment.
+ENTRYPOINT ["/app/docker/entrypoint.sh"]
 USER ladder
 CMD ["ladder", "--help"]

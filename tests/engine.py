@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import shutil
 import subprocess
 import tempfile
@@ -204,10 +203,10 @@ class BaseImages:
 
 
 def base_images() -> BaseImages:
-    """The names as the project gives them: the Dockerfile's FROM, compose.yaml's redis."""
-    (python,) = re.findall(r"^FROM\s+(\S+)", (ROOT / "Dockerfile").read_text(), re.M)
-    services = yaml.safe_load((ROOT / "compose.yaml").read_text())["services"]
-    return BaseImages(python=python, redis=services["redis"]["image"])
+    """The names as the project gives them, in the one place it does: compose.yaml's
+    x-base-images (which the Dockerfile's FROM and the redis service take)."""
+    named = yaml.safe_load((ROOT / "compose.yaml").read_text())["x-base-images"]
+    return BaseImages(python=named["python"], redis=named["redis"])
 
 
 def image_kind(name: str) -> str | None:

@@ -1,17 +1,15 @@
-"""compose.yaml, proven without a Docker engine.
+"""compose.yaml and its scripts, proven without a Docker engine.
 
-`docker compose config` (or Debian's `docker-compose config`) must accept the file, and
-what it resolves the file to must keep Redis private and Flower on loopback. Then every
-service's command, read from that resolved config, runs here as a local process, the
-host name `redis` pointed at a private redis-server on loopback, and the demo must end
-verified: the commands in compose.yaml are proven, not hoped.
+`docker compose config` (or Debian's `docker-compose config`) must accept the file with
+nothing set, and what it resolves the file to must keep Redis private, Flower on
+loopback, and every password out of it. docker/setup.py, the one-shot service that makes
+the credentials, runs here as a local process, and a real redis-server takes the
+redis.conf it writes. make test-compose (tests/test_compose_engine.py) runs it all on a
+real Docker Engine.
 """
 
 from __future__ import annotations
 
-import base64
-import contextlib
-import json
 import os
 import re
 import secrets
@@ -19,21 +17,19 @@ import shlex
 import shutil
 import subprocess
 import sys
-import time
 import tomllib
-import urllib.error
-import urllib.request
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
-from urllib.parse import urlsplit
+from typing import Any, NoReturn
 
 import pytest
 import redis
 
-from consumers.celery_workers import ping_workers
 from ladder import procs
+from ladder.demo import workloads
+from ladder.jobs import PipelineJob
+from ladder.settings import Settings
 from ladder.stack import redis_binary
 
 try:
@@ -43,13 +39,11 @@ except ImportError:  # it comes with the dev extra; without it, need() says what
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = ROOT / "compose.yaml"
-SERVICES = {"redis", "worker", "flower", "demo"}
-APP_SERVICES = SERVICES - {"redis"}
-# Short enough for a test, and every kind of rung: local, kombu, Celery on the workers.
-DEMO_RUNGS = ("serial", "threads", "kombu", "celery")
-DEMO_ARGS = f"--quick --rungs {','.join(DEMO_RUNGS)}"
-
-T = TypeVar("T")
+SETUP = ROOT / "docker" / "setup.py"
+SERVICES = {"setup", "redis", "worker-cpu", "worker-io", "flower", "demo"}
+APP_SERVICES = {"worker-cpu", "worker-io", "flower", "demo"}
+# What .env may set that compose does not interpolate: setup.py reads them from .env.
+CREDENTIALS = {"REDIS_PASSWORD", "FLOWER_BASIC_AUTH"}
 
 
 def need(what: str) -> NoReturn:
@@ -80,7 +74,8 @@ def compose_config(values: Mapping[str, str], folder: Path) -> subprocess.Comple
     env_file = folder / "compose.env"
     env_file.write_text("".join(f"{name}={value}\n" for name, value in values.items()))
     # A variable in the shell wins over the env file in compose: keep ours out of the way.
-    env = {name: value for name, value in os.environ.items() if name not in compose_variables()}
+    names = compose_variables() | CREDENTIALS
+    env = {name: value for name, value in os.environ.items() if name not in names}
     return subprocess.run(
         [
             *compose_tool(),
@@ -101,28 +96,21 @@ def compose_config(values: Mapping[str, str], folder: Path) -> subprocess.Comple
 
 @dataclass(frozen=True)
 class Resolved:
-    """compose.yaml as compose resolves it, and the variables it was given."""
+    """compose.yaml as compose resolves it with nothing set, and its whole output."""
 
-    values: dict[str, str]
     services: dict[str, dict[str, Any]]
+    text: str
 
 
 @pytest.fixture(scope="module")
 def resolved(tmp_path_factory: pytest.TempPathFactory) -> Resolved:
-    values = {
-        "REDIS_PASSWORD": secrets.token_hex(16),
-        "FLOWER_BASIC_AUTH": f"ladder:{secrets.token_hex(8)}",
-        "FLOWER_PORT": str(procs.free_port()),
-        "DEMO_ARGS": DEMO_ARGS,
-        "WORKER_LOGLEVEL": "INFO",
-        "LADDER_UID": str(os.getuid()),
-        "LADDER_GID": str(os.getgid()),
-    }
-    done = compose_config(values, tmp_path_factory.mktemp("compose"))
-    assert done.returncode == 0, f"compose config refused compose.yaml: {done.stderr}"
+    done = compose_config({}, tmp_path_factory.mktemp("compose"))
+    assert done.returncode == 0, (
+        f"compose config refused compose.yaml with nothing set: {done.stderr}"
+    )
     if yaml is None:
         need("pyyaml, to read the output of compose config (the dev extra)")
-    return Resolved(values, yaml.safe_load(done.stdout)["services"])
+    return Resolved(yaml.safe_load(done.stdout)["services"], done.stdout)
 
 
 # compose v1 prints the short forms of commands, ports and volumes; v2 the long ones.
@@ -163,30 +151,31 @@ def option(args: list[str], name: str) -> str | None:
     return None
 
 
-def with_option(args: list[str], name: str, value: str) -> list[str]:
-    """args with the value of option name replaced."""
-    assert option(args, name) is not None, f"{name} not in {args}"
-    out = list(args)
-    for index, arg in enumerate(out):
-        if arg.startswith(f"{name}="):
-            out[index] = f"{name}={value}"
-        elif arg == name:
-            out[index + 1] = value
-    return out
-
-
 @pytest.mark.timeout(60)
-def test_compose_config_accepts_the_file(resolved: Resolved) -> None:
+def test_compose_config_takes_the_file_with_nothing_set(resolved: Resolved) -> None:
     assert set(resolved.services) == SERVICES
 
 
 @pytest.mark.timeout(60)
-def test_redis_is_private_durable_and_asks_for_the_password(resolved: Resolved) -> None:
+def test_no_password_is_in_the_resolved_file_even_when_env_sets_them(tmp_path: Path) -> None:
+    given = {"REDIS_PASSWORD": secrets.token_hex(16), "FLOWER_BASIC_AUTH": "me:" + "x" * 20}
+    done = compose_config(given, tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert given["REDIS_PASSWORD"] not in done.stdout
+    assert "x" * 20 not in done.stdout
+    assert not re.search(r"(?i)password|requirepass|://[^@\s]*:[^@\s]+@", done.stdout)
+
+
+@pytest.mark.timeout(60)
+def test_redis_is_private_and_durable_and_reads_its_password_from_a_file(
+    resolved: Resolved,
+) -> None:
     service = resolved.services["redis"]
     assert not service.get("ports"), "Redis must not be published on the host"
     assert "network_mode" not in service
     command = argv(service["command"])
-    assert option(command, "--requirepass") == resolved.values["REDIS_PASSWORD"]
+    assert command[:2] == ["redis-server", "/run/ladder/redis.conf"]
+    assert option(command, "--requirepass") is None
     assert option(command, "--appendonly") == "yes"
     assert "redis-cli" in " ".join(service["healthcheck"]["test"])
     # Data in a named volume, not in the container nor in a folder of the host.
@@ -194,29 +183,48 @@ def test_redis_is_private_durable_and_asks_for_the_password(resolved: Resolved) 
 
 
 @pytest.mark.timeout(60)
-def test_flower_is_published_on_loopback_only_and_asks_for_a_login(resolved: Resolved) -> None:
+def test_flower_is_published_on_loopback_only(resolved: Resolved) -> None:
     service = resolved.services["flower"]
     ports = [published(port) for port in service["ports"]]
     assert ports
     for host_ip, host_port, container_port in ports:
         assert host_ip == "127.0.0.1"
-        assert host_port == resolved.values["FLOWER_PORT"]
+        assert host_port == "5555"
         assert container_port == option(argv(service["command"]), "--port")
-    assert service["environment"]["FLOWER_BASIC_AUTH"] == resolved.values["FLOWER_BASIC_AUTH"]
     for name in SERVICES - {"flower"}:
         assert not resolved.services[name].get("ports"), f"{name} must not be published"
 
 
 @pytest.mark.timeout(60)
-def test_workers_scale_and_everything_waits_for_a_healthy_redis(resolved: Resolved) -> None:
-    worker = resolved.services["worker"]
-    # Any of these would make `docker compose up --scale worker=4` clash.
-    for fixed in ("container_name", "hostname", "ports"):
-        assert fixed not in worker
+def test_workers_are_routed_by_kind_and_io_slots_match_the_demos_consumers(
+    resolved: Resolved,
+) -> None:
+    cpu = argv(resolved.services["worker-cpu"]["command"])
+    io = argv(resolved.services["worker-io"]["command"])
+    assert set(option(cpu, "-Q").split(",")) == {"cpu", "celery"}
+    assert option(cpu, "--pool") in (None, "prefork")  # one process per core by default
+    assert option(io, "-Q") == "io" and option(io, "--pool") == "threads"
+    replicas = resolved.services["worker-io"]["deploy"]["replicas"]
+    slots = int(replicas) * int(option(io, "--concurrency") or 0)
+    (io_pipeline,) = [w.job for w in workloads(quick=False) if "I/O" in w.label]
+    assert isinstance(io_pipeline, PipelineJob)
+    assert slots == io_pipeline.consumers
+    # Any of these would make `docker compose up --scale worker-io=3` clash.
+    for name in ("worker-cpu", "worker-io"):
+        for fixed in ("container_name", "hostname", "ports"):
+            assert fixed not in resolved.services[name], (name, fixed)
+
+
+@pytest.mark.timeout(60)
+def test_every_service_waits_for_the_credentials_and_a_healthy_redis(resolved: Resolved) -> None:
+    for name in SERVICES - {"setup"}:
+        depends_on = resolved.services[name]["depends_on"]
+        assert depends_on["setup"]["condition"] == "service_completed_successfully", name
     for name in APP_SERVICES:
         depends_on = resolved.services[name]["depends_on"]
         assert depends_on["redis"]["condition"] == "service_healthy", name
-    assert "worker" in resolved.services["demo"]["depends_on"]
+        assert mounts(resolved.services[name])["/run/ladder"] == "credentials"
+    assert {"worker-cpu", "worker-io", "flower"} <= set(resolved.services["demo"]["depends_on"])
 
 
 @pytest.mark.timeout(60)
@@ -224,6 +232,7 @@ def test_the_demo_writes_results_through_a_bind_volume(resolved: Resolved) -> No
     # `ladder demo` writes to ./results in its working folder, the image's WORKDIR.
     workdirs = re.findall(r"^WORKDIR\s+(\S+)", (ROOT / "Dockerfile").read_text(), re.M)
     assert mounts(resolved.services["demo"])[f"{workdirs[-1]}/results"] == str(ROOT / "results")
+    assert mounts(resolved.services["setup"])["/project"] == str(ROOT)
 
 
 @pytest.mark.timeout(10)
@@ -232,207 +241,169 @@ def test_the_image_copies_every_package_it_installs() -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())
     packages = set(project["tool"]["setuptools"]["packages"])
     copied = re.findall(r"^COPY\s+(\w+)/\s", (ROOT / "Dockerfile").read_text(), re.M)
-    assert packages <= set(copied)
+    assert packages | {"docker"} <= set(copied)
 
 
 @pytest.mark.timeout(60)
-def test_the_image_runs_as_a_user_not_root() -> None:
+def test_the_base_images_are_named_in_compose_alone(resolved: Resolved) -> None:
     dockerfile = (ROOT / "Dockerfile").read_text()
-    assert re.search(r"^FROM python:3\.11-slim\b", dockerfile, re.M)
+    assert re.findall(r"^FROM\s+(\S+)", dockerfile, re.M) == ["${PYTHON_IMAGE}"]
+    assert yaml is not None
+    named = yaml.safe_load(COMPOSE_FILE.read_text())["x-base-images"]
+    assert resolved.services["redis"]["image"] == named["redis"]
+    for name in ("setup", *APP_SERVICES):
+        assert resolved.services[name]["build"]["args"]["PYTHON_IMAGE"] == named["python"]
     users = re.findall(r"^USER\s+(\S+)", dockerfile, re.M)
     assert users and users[-1].split(":")[0] not in {"root", "0"}
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.parametrize("name", ["REDIS_PASSWORD", "FLOWER_BASIC_AUTH"])
-def test_a_missing_secret_is_a_clear_error(name: str, tmp_path: Path) -> None:
-    values = {"REDIS_PASSWORD": "a-password", "FLOWER_BASIC_AUTH": "user:password"}
-    del values[name]
-    done = compose_config(values, tmp_path)
-    assert done.returncode != 0
-    assert f"set {name}" in done.stderr
-
-
-@pytest.mark.timeout(60)
-def test_env_example_documents_every_variable_and_works(tmp_path: Path) -> None:
+def test_env_example_documents_every_setting_and_works(tmp_path: Path) -> None:
     example = (ROOT / ".env.example").read_text()
-    values = dict(re.findall(r"^(\w+)=(.*)$", example, re.M))
-    assert set(values) == compose_variables()
-    done = compose_config(values, tmp_path)
+    values = dict(re.findall(r"^#?(\w+)=(.*)$", example, re.M))
+    assert set(values) == compose_variables() | CREDENTIALS
+    done = compose_config({k: v for k, v in values.items() if k not in CREDENTIALS}, tmp_path)
     assert done.returncode == 0, done.stderr
 
 
-# The services as local processes.
+# docker/setup.py as a local process: the project folder and the volume are folders here.
 
 
-def on_loopback(value: str, ports: Mapping[str, int]) -> str:
-    """A URL naming a compose service (redis://:pw@redis:6379/0), pointed at its stand-in
-    on 127.0.0.1; any other value as it is."""
-    parts = urlsplit(value)
-    if not parts.scheme or parts.hostname not in ports:
-        return value
-    userinfo, at, _ = parts.netloc.rpartition("@")
-    return parts._replace(netloc=f"{userinfo}{at}127.0.0.1:{ports[parts.hostname]}").geturl()
+@dataclass(frozen=True)
+class Setup:
+    project: Path
+    credentials: Path
 
+    def run(self) -> subprocess.CompletedProcess[str]:
+        folders = ["--project", str(self.project), "--credentials", str(self.credentials)]
+        return subprocess.run(
+            [sys.executable, str(SETUP), *folders],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
 
-def local_env(service: Mapping[str, Any], ports: Mapping[str, int]) -> dict[str, str]:
-    """This machine's environment with the service's on top, as the container has it."""
-    env = {
-        name: value
-        for name, value in os.environ.items()
-        if not name.startswith(("CELERY_", "FLOWER_", "REDISCLI_"))
-    }
-    # The image has the project's commands on PATH: here, they are in our virtualenv.
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    for name, value in (service.get("environment") or {}).items():
-        env[name] = on_loopback(str(value), ports)
-    return env
+    def read(self, name: str) -> str:
+        return (self.credentials / name).read_text().strip()
 
-
-def wait_until(probe: Callable[[], T], timeout_s: float, what: str) -> T:
-    """probe's first true answer, asked again and again for up to timeout_s."""
-    deadline = time.monotonic() + timeout_s
-    while not (answer := probe()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not within {timeout_s:.0f} s")
-        time.sleep(0.2)
-    return answer
-
-
-def http_get(url: str, auth: str | None = None) -> tuple[int, str]:
-    request = urllib.request.Request(url)
-    if auth:
-        request.add_header("Authorization", "Basic " + base64.b64encode(auth.encode()).decode())
-    try:
-        with urllib.request.urlopen(request, timeout=5) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as error:
-        return error.code, ""
-    except OSError:
-        return 0, ""
-
-
-@dataclass
-class Local:
-    """The services' processes: started in sessions of their own, stopped on close."""
-
-    folder: Path
-    cleanup: contextlib.ExitStack
-
-    def start(self, name: str, args: list[str], env: Mapping[str, str]) -> subprocess.Popen[bytes]:
-        # The working folder stands for the image's WORKDIR, /app.
-        with open(self.folder / f"{name}.log", "ab") as log:
-            process = subprocess.Popen(
-                args,
-                cwd=self.folder,
-                env=dict(env),
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        # procs.stop: SIGTERM, then SIGKILL to whatever is left of the process's session.
-        self.cleanup.callback(procs.stop, process)
-        return process
-
-    def log(self, name: str) -> str:
-        return (self.folder / f"{name}.log").read_text(errors="replace")
-
-    def alive(self, name: str, process: subprocess.Popen[bytes]) -> bool:
-        assert process.poll() is None, f"{name} exited: {self.log(name)[-2000:]}"
-        return True
+    def exported(self) -> dict[str, str]:
+        """The variables the image's entrypoint exports, as sh reads the env file."""
+        done = subprocess.run(
+            ["sh", "-c", f"set -a; . {shlex.quote(str(self.credentials / 'env'))}; env -0"],
+            capture_output=True,
+            text=True,
+            env={},
+            timeout=10,
+            check=True,
+        )
+        pairs = (line.partition("=") for line in done.stdout.split("\0") if line)
+        return {name: value for name, _, value in pairs}
 
 
 @pytest.fixture
-def local(tmp_path: Path) -> Iterator[Local]:
-    with contextlib.ExitStack() as cleanup:
-        yield Local(tmp_path, cleanup)
+def setup(tmp_path: Path) -> Setup:
+    project, credentials = tmp_path / "project", tmp_path / "credentials"
+    project.mkdir()
+    credentials.mkdir()
+    return Setup(project, credentials)
 
 
-@pytest.mark.timeout(150)
-def test_every_service_command_runs_as_a_local_process(resolved: Resolved, local: Local) -> None:
-    services, values = resolved.services, resolved.values
-    redis_port = procs.free_port()
-    ports = {"redis": redis_port}
+@pytest.mark.timeout(60)
+def test_setup_makes_the_credentials_once_and_keeps_them(setup: Setup) -> None:
+    done = setup.run()
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().endswith(f"./results owned by {os.getuid()}:{os.getgid()}")
+    password, login = setup.read("redis-password"), setup.read("flower-login")
+    user, _, flower_password = login.partition(":")
+    assert len(password) >= 32 and user == "ladder" and len(flower_password) >= 20
+    assert password not in done.stdout + done.stderr
+    assert flower_password not in done.stdout + done.stderr
+    exported = setup.exported()
+    assert exported["FLOWER_BASIC_AUTH"] == login
+    assert exported["REDISCLI_AUTH"] == password
+    assert exported["CELERY_BROKER_URL"] == f"redis://:{password}@redis:6379/0"
+    assert exported["CELERY_RESULT_BACKEND"] == exported["CELERY_BROKER_URL"]
+    assert setup.run().returncode == 0
+    assert (setup.read("redis-password"), setup.read("flower-login")) == (password, login)
 
-    # redis: the image's redis-server is ours, on a free loopback port, in a temp folder.
-    redis_args = argv(services["redis"]["command"])
-    assert redis_args[0] == "redis-server"
-    server = redis_binary()
-    redis_env = local_env(services["redis"], ports)
-    loopback = ["--port", str(redis_port), "--bind", "127.0.0.1", "--dir", str(local.folder)]
-    local.start("redis", [server, *redis_args[1:], *loopback], redis_env)
 
-    # Its healthcheck, as compose runs it. redis-cli has no variable for the port (in the
-    # container it is the default one), so it is given here as an option.
-    kind, check = services["redis"]["healthcheck"]["test"]
-    assert kind == "CMD-SHELL"
-    cli = shlex.quote(str(Path(server).with_name("redis-cli")))
-    check = check.replace("redis-cli", f"{cli} -p {redis_port}", 1)
-
-    def healthy(env: Mapping[str, str]) -> bool:
-        done = subprocess.run(["sh", "-c", check], env=env, capture_output=True, timeout=10)
-        return done.returncode == 0
-
-    # condition: service_healthy
-    wait_until(lambda: healthy(redis_env), 10, "redis healthy")
-    assert not healthy({**redis_env, "REDISCLI_AUTH": "not-the-password"})
-    url = f"redis://:{values['REDIS_PASSWORD']}@127.0.0.1:{redis_port}/0"
-    with redis.Redis.from_url(url) as client:
-        assert client.config_get("appendonly") == {"appendonly": "yes"}
-
-    worker_env = local_env(services["worker"], ports)
-    assert worker_env["CELERY_BROKER_URL"] == url
-    worker = local.start("worker", argv(services["worker"]["command"]), worker_env)
-
-    # Flower on this machine's loopback and on the published port: the container's
-    # 0.0.0.0:5555 is what the host sees at 127.0.0.1:FLOWER_PORT.
-    flower_port = values["FLOWER_PORT"]
-    flower_args = with_option(argv(services["flower"]["command"]), "--address", "127.0.0.1")
-    flower_args = with_option(flower_args, "--port", flower_port)
-    flower = local.start("flower", flower_args, local_env(services["flower"], ports))
-    flower_url = f"http://127.0.0.1:{flower_port}"
-    login = values["FLOWER_BASIC_AUTH"]
-
-    # compose only waits for the worker to start; the demo wants an answer from it.
-    def answering() -> list[str]:
-        local.alive("worker", worker)
-        return ping_workers(url, url, timeout_s=1.0)
-
-    names = wait_until(answering, 60, "a worker answering")
-    wait_until(
-        lambda: (
-            local.alive("flower", flower)
-            and http_get(f"{flower_url}/healthcheck", login) == (200, "OK")
-        ),
-        30,
-        "flower's /healthcheck",
+@pytest.mark.timeout(60)
+def test_setup_takes_the_credentials_from_env_and_encodes_them(setup: Setup) -> None:
+    password = 'p@ss/w"rd #1\\'
+    (setup.project / ".env").write_text(
+        f"# mine\nFLOWER_PORT=5555\nREDIS_PASSWORD='{password}'\nexport FLOWER_BASIC_AUTH=a:b,c:d\n"
     )
+    done = setup.run()
+    assert done.returncode == 0, done.stderr
+    assert "Redis password .env, Flower login .env" in done.stdout
+    exported = setup.exported()
+    assert exported["REDISCLI_AUTH"] == password
+    assert exported["FLOWER_BASIC_AUTH"] == "a:b,c:d"
+    # The URL as ladder takes it: the password percent-encoded.
+    url = exported["CELERY_BROKER_URL"]
+    assert Settings.load(url).broker_url == url
+    assert redis.Redis.from_url(url).connection_pool.connection_kwargs["password"] == password
 
-    demo = local.start(
-        "demo", argv(services["demo"]["command"]), local_env(services["demo"], ports)
-    )
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(
+    "line",
+    ["REDIS_PASSWORD=' padded'", "FLOWER_BASIC_AUTH=nocolon", "FLOWER_BASIC_AUTH=user:"],
+)
+def test_setup_refuses_a_credential_it_cannot_use_in_one_line(setup: Setup, line: str) -> None:
+    (setup.project / ".env").write_text(line + "\n")
+    done = setup.run()
+    assert done.returncode == 2
+    assert done.stderr.startswith("setup: error:") and done.stderr.count("\n") == 1
+    assert "Traceback" not in done.stderr
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.skipif(os.geteuid() != 0, reason="handing a folder to another user needs root")
+def test_setup_hands_results_to_the_folders_owner(setup: Setup) -> None:
+    owner = (2345, 2346)
+    os.chown(setup.project, *owner)
+    (setup.project / "results").mkdir()
+    (setup.project / "results" / "results.json").write_text("{}")  # left by a root run
+    assert setup.run().returncode == 0
+    for path in (setup.project / "results", setup.project / "results" / "results.json"):
+        assert (path.stat().st_uid, path.stat().st_gid) == owner
+    assert setup.read("owner") == "2345:2346"
+
+
+@pytest.mark.timeout(60)
+def test_redis_takes_the_written_config_and_the_healthcheck_tells_the_password(
+    setup: Setup, resolved: Resolved, tmp_path: Path
+) -> None:
+    assert setup.run().returncode == 0
+    port = procs.free_port()
+    command = argv(resolved.services["redis"]["command"])
+    config = str(setup.credentials / "redis.conf")
+    args = [redis_binary(), config, *command[2:], "--port", str(port), "--bind", "127.0.0.1"]
+    log = tmp_path / "redis.log"
+    server = procs.spawn([*args, "--dir", str(tmp_path)], log)
     try:
-        code = demo.wait(timeout=100)
-    except subprocess.TimeoutExpired:
-        raise AssertionError(f"the demo did not finish: {local.log('demo')[-2000:]}") from None
-    output = local.log("demo")
-    assert code == 0, output[-3000:]
-    assert values["REDIS_PASSWORD"] not in output
-    # The Celery runs were served by the worker service, not by workers of the demo's own.
-    for task in ("tasks.sum_range", "tasks.handle_item", "tasks.handle_batch"):
-        assert f"Task {task}[" in local.log("worker")
+        password = setup.read("redis-password")
+        client = redis.Redis(port=port, password=password)
+        procs.wait_ready(server, lambda: ping(client), "redis-server", log, 10)
+        assert client.config_get("appendonly") == {"appendonly": "yes"}
+        with pytest.raises(redis.AuthenticationError):
+            redis.Redis(port=port, password="not-it").ping()
+        # The healthcheck, as compose runs it, on this volume and port.
+        kind, check = resolved.services["redis"]["healthcheck"]["test"]
+        assert kind == "CMD-SHELL"
+        cli = shlex.quote(str(Path(redis_binary()).with_name("redis-cli")))
+        check = check.replace("/run/ladder", str(setup.credentials))
+        check = check.replace("redis-cli", f"{cli} -p {port}", 1)
+        assert subprocess.run(["sh", "-c", check], timeout=10).returncode == 0
+        (setup.credentials / "env").write_text("REDISCLI_AUTH=not-it\n")
+        assert subprocess.run(["sh", "-c", check], timeout=10).returncode != 0
+    finally:
+        procs.stop(server)
 
-    results = json.loads((local.folder / "results" / "results.json").read_text())
-    assert {row["rung"] for row in results} == set(DEMO_RUNGS)
-    assert len({row["workload_label"] for row in results}) == 4
-    servers = json.loads((local.folder / "results" / "servers.json").read_text())
-    assert servers and all(row["ok"] for row in servers)
-    unverified = [(row["workload_label"], row["rung"]) for row in results if not row["verified"]]
-    assert not unverified
 
-    # Flower serves the compose workers, and its API asks for the login.
-    assert http_get(f"{flower_url}/api/workers")[0] == 401
-    status, body = http_get(f"{flower_url}/api/workers?refresh=1", login)
-    assert status == 200
-    assert set(names) <= set(json.loads(body))
+def ping(client: redis.Redis) -> bool:
+    try:
+        return bool(client.ping())
+    except redis.ConnectionError:
+        return False

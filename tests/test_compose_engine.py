@@ -8,20 +8,27 @@ own, and takes the project down (`down -v`) however it ends.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
 import secrets
+import shutil
 import subprocess
+import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import psutil
 import pytest
 
 from ladder import procs
 from tests import engine
+from tests.browser import headless
 from tests.engine import ROOT, say
 
 pytestmark = pytest.mark.engine
@@ -63,30 +70,6 @@ def compose_variables(folder: Path) -> set[str]:
     return set(re.findall(r"(?<!\$)\$\{(\w+)", (folder / "compose.yaml").read_text()))
 
 
-def set_up_as_compose_asks(folder: Path, uid: int, gid: int) -> dict[str, str]:
-    """What today's compose.yaml asks of a user before `up`: a .env made from .env.example
-    with passwords of its own and the user's ids, and a ./results the user owns. Returns
-    the secrets, which no output may show."""
-    secret = {
-        "REDIS_PASSWORD": secrets.token_hex(24),
-        "FLOWER_BASIC_AUTH": f"ladder:{secrets.token_hex(12)}",
-    }
-    values = {
-        **secret,
-        "FLOWER_PORT": str(procs.free_port()),
-        "LADDER_UID": str(uid),
-        "LADDER_GID": str(gid),
-    }
-    text = (folder / ".env.example").read_text()
-    for name, value in values.items():
-        text, found = re.subn(rf"^{name}=.*$", f"{name}={value}", text, flags=re.M)
-        assert found == 1, f".env.example sets no {name}"
-    (folder / ".env").write_text(text)
-    (folder / "results").mkdir()
-    os.chown(folder / "results", uid, gid)
-    return secret
-
-
 @dataclass
 class Project:
     """A compose project on a copy of the repository, under a name of its own."""
@@ -94,6 +77,12 @@ class Project:
     folder: Path
     name: str
     logs: Path
+    # Variables for compose in every call, as if set in the user's shell.
+    variables: dict[str, str] = field(default_factory=dict)
+
+    def argv(self) -> list[str]:
+        """`docker compose` on this project, from any folder."""
+        return ["docker", "compose", "-p", self.name, "--project-directory", str(self.folder)]
 
     def env(self, extra: Mapping[str, str]) -> dict[str, str]:
         # A variable in our environment would win over .env: keep compose's own out.
@@ -103,13 +92,13 @@ class Project:
             for key, value in os.environ.items()
             if key not in names and not key.startswith("COMPOSE_")
         }
-        return {**env, **extra}
+        return {**env, **self.variables, **extra}
 
     def compose(
         self, *args: str, timeout_s: float, extra: Mapping[str, str] | None = None
     ) -> tuple[int, str]:
         """`docker compose` on this project: its exit code and its output (also in a log)."""
-        argv = ["docker", "compose", "-p", self.name, "--project-directory", str(self.folder)]
+        argv = self.argv()
         log = self.logs / f"{args[0]}.log"
         with open(log, "ab") as out:
             try:
@@ -133,6 +122,31 @@ class Project:
                 f"docker compose {args[0]}: not done in {timeout_s:.0f} s: {output[-3000:]}"
             )
         return code, output
+
+    def output(self, *args: str, timeout_s: float = 60) -> str:
+        """What `docker compose` prints on stdout; it must succeed."""
+        argv = self.argv()
+        done = engine.run(
+            [*argv, *args],
+            timeout_s,
+            f"docker compose {args[0]}",
+            cwd=self.folder,
+            env=self.env({}),
+        )
+        return done.stdout
+
+    def login(self) -> str:
+        """Flower's login, read the way the demo's closing lines tell a user to."""
+        return self.output("exec", "-T", "flower", "cat", "/run/ladder/flower-login").strip()
+
+    def secrets(self) -> set[str]:
+        """The passwords in use: Redis's, and Flower's of each user."""
+        logins = self.login().split(",")
+        password = self.output("exec", "-T", "flower", "cat", "/run/ladder/redis-password")
+        return {password.strip(), *(login.partition(":")[2] for login in logins)}
+
+    def containers(self, service: str) -> list[str]:
+        return self.output("ps", "-q", service).split()
 
     def down(self) -> None:
         code, output = self.compose("down", "-v", "--remove-orphans", timeout_s=300)
@@ -188,14 +202,17 @@ def remove_untagged_images() -> None:
 def project(docker: Engine, tmp_path: Path) -> Iterator[Project]:
     folder = tmp_path / "queue-ladder"
     folder.mkdir()
-    # The repository as git has it: no .env, no results/, no .venv.
-    archive = subprocess.Popen(["git", "-C", str(ROOT), "archive", "HEAD"], stdout=subprocess.PIPE)
-    try:
-        engine.run(["tar", "-x", "-C", str(folder)], 120, "tar -x", stdin=archive.stdout)
-    finally:
-        if archive.stdout:
-            archive.stdout.close()
-        assert archive.wait() == 0, "git archive HEAD failed"
+    # The files git keeps or would keep: no .env, no results/, no .venv (all ignored).
+    listed = engine.run(
+        ["git", "-C", str(ROOT), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        60,
+        "git ls-files",
+    ).stdout
+    for relative in filter(None, listed.split("\0")):
+        source = ROOT / relative
+        if source.is_file():  # a file deleted but not yet committed is listed too
+            (folder / relative).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, folder / relative)
     assert not (folder / ".env").exists() and not (folder / "results").exists()
     for path in [folder, *folder.rglob("*")]:
         os.lchown(path, OWNER_UID, OWNER_GID)
@@ -212,32 +229,88 @@ def project(docker: Engine, tmp_path: Path) -> Iterator[Project]:
         remove_untagged_images()
 
 
-@pytest.mark.timeout(1500)
-def test_the_demo_runs_verified_and_down_leaves_nothing(docker: Engine, project: Project) -> None:
-    secret = set_up_as_compose_asks(project.folder, OWNER_UID, OWNER_GID)
+def get(url: str, login: str | None = None) -> tuple[int, str]:
+    """The status and body of a GET, with basic auth when a login is given."""
+    request = urllib.request.Request(url)
+    if login:
+        token = base64.b64encode(login.encode()).decode()
+        request.add_header("Authorization", f"Basic {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, ""
+    except OSError:
+        return 0, ""
 
+
+def answer(url: str, timeout_s: float = 60) -> int:
+    """The status of a GET without a login, once the server answers at all."""
+    deadline = time.monotonic() + timeout_s
+    while (status := get(url)[0]) == 0 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    return status
+
+
+def wait_for_workers(url: str, login: str, count: int, timeout_s: float = 60) -> list[str]:
+    """The workers Flower lists, once it lists count of them."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        status, body = get(f"{url}/api/workers?refresh=1", login)
+        names = sorted(json.loads(body)) if status == 200 else []
+        if len(names) >= count or time.monotonic() > deadline:
+            return names
+        time.sleep(1)
+
+
+class CommandLines:
+    """Every command line on this machine, as ps shows them to any user, read again and
+    again while a block runs: a password must never be among them."""
+
+    def __init__(self) -> None:
+        self.seen: set[str] = set()
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self.watch, daemon=True)
+
+    def watch(self) -> None:
+        while not self.stopping.wait(0.5):
+            for process in psutil.process_iter(["cmdline"]):
+                self.seen.add(" ".join(process.info["cmdline"] or ()))
+
+    def __enter__(self) -> CommandLines:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stopping.set()
+        self.thread.join()
+
+
+def holding(texts: Mapping[str, str], secrets_: set[str]) -> list[str]:
+    """The names of the texts in which one of the secrets shows."""
+    return [name for name, text in texts.items() if any(s in text for s in secrets_)]
+
+
+@pytest.mark.timeout(1500)
+def test_up_demo_with_nothing_set_up_first(docker: Engine, project: Project) -> None:
+    """A fresh clone, no .env, no ./results: `docker compose up demo` runs the demo, its
+    files the folder owner's, then leaves Flower up, behind a generated login, and says
+    how to reach it and how to stop everything."""
     started = time.monotonic()
     code, output = project.compose("build", timeout_s=900)
     assert code == 0, f"docker compose build: {output[-3000:]}"
     say(f"docker compose build: {time.monotonic() - started:.1f} s")
 
+    flower_port = procs.free_port()
+    project.variables["FLOWER_PORT"] = str(flower_port)
     started = time.monotonic()
-    code, output = project.compose(
-        "up",
-        "--build",
-        "--exit-code-from",
-        "demo",
-        "demo",
-        timeout_s=600,
-        extra={"DEMO_ARGS": "--quick"},
-    )
-    say(
-        f"docker compose up --exit-code-from demo demo (--quick): "
-        f"{time.monotonic() - started:.1f} s, exit {code}"
-    )
+    with CommandLines() as ps:
+        code, output = project.compose("up", "demo", timeout_s=900, extra={"DEMO_ARGS": "--quick"})
+    say(f"docker compose up demo (--quick): {time.monotonic() - started:.1f} s, exit {code}")
     assert code == 0, output[-4000:]
-    for value in secret.values():
-        assert value not in output
+    flower = f"http://127.0.0.1:{flower_port}"
+    assert f"Flower shows this demo's tasks: {flower}" in output, output[-2000:]
+    assert "Stop them all: docker compose down" in output
 
     results = project.folder / "results"
     for name in RESULTS:
@@ -245,16 +318,142 @@ def test_the_demo_runs_verified_and_down_leaves_nothing(docker: Engine, project:
         assert path.is_file(), f"the demo wrote no {name}: {output[-3000:]}"
         assert (path.stat().st_uid, path.stat().st_gid) == (OWNER_UID, OWNER_GID), name
     rows = json.loads((results / "results.json").read_text())
-    assert rows
     unverified = [(row["workload_label"], row["rung"]) for row in rows if not row["verified"]]
-    assert not unverified, unverified
+    assert rows and not unverified, unverified
     assert {row["rung"] for row in rows} >= {"serial", "threads", "kombu", "celery"}
     servers = json.loads((results / "servers.json").read_text())
     assert servers and all(row["ok"] for row in servers)
-    say(f"{len(rows)} runs, every one verified; {', '.join(RESULTS)} in ./results")
+    # The shapes the workers reported: prefork for the sum, 8 threads in all for I/O.
+    shapes = {row["workload_label"]: row["workers"] for row in rows if row["rung"] == "celery"}
+    assert {w["pool"] for w in shapes["sum (CPU)"]} == {"prefork"}
+    io = shapes["pipeline, 5 ms I/O per item"]
+    assert {w["pool"] for w in io} == {"threads"} and sum(w["concurrency"] for w in io) == 8
+    say(f"{len(rows)} runs, every one verified, in ./results owned by {OWNER_UID}:{OWNER_GID}")
+
+    # The demo is over; Redis, the workers and Flower are not.
+    running = set(project.output("ps", "--status", "running", "--services").split())
+    assert running == {"redis", "worker-cpu", "worker-io", "flower"}, running
+    login = project.login()
+    assert login.startswith("ladder:") and len(login) > len("ladder:") + 20
+    for path in ("/", "/tasks", "/api/workers"):
+        assert get(f"{flower}{path}")[0] == 401, path
+        assert get(f"{flower}{path}", "ladder:not-the-password")[0] == 401, path
+    assert get(flower, login)[0] == 200
+    workers = wait_for_workers(flower, login, 3)
+    assert len(workers) == 3, workers  # one worker-cpu, two worker-io
+    dom = headless(
+        flower.replace("://", f"://{login}@") + "/tasks", project.logs / "chromium", "--dump-dom"
+    )
+    assert "Showing 1 to" in dom, dom[-2000:]
+    names = set(re.findall(r"tasks\.\w+", dom))
+    assert names & {"tasks.handle_item", "tasks.handle_batch", "tasks.sum_range"}, dom[-2000:]
+    say(f"Flower: 401 without the login, 200 with it; workers {workers}; tasks page {names}")
+
+    secret = project.secrets()
+    texts = {
+        "docker compose up": output,
+        "docker compose config": project.output("config"),
+        "docker compose logs": project.output("logs", "--no-color", timeout_s=120),
+        "command lines (ps)": "\n".join(ps.seen),
+    }
+    assert holding(texts, secret) == []
+    say(f"no password in {', '.join(texts)}")
+
+    # The demo's exit code comes back with --exit-code-from (which stops the rest too);
+    # the next start keeps the generated login.
+    code, output = project.compose(
+        "up",
+        "--exit-code-from",
+        "demo",
+        "demo",
+        timeout_s=300,
+        extra={"DEMO_ARGS": "--quick --rungs nosuch"},
+    )
+    assert code == 2, output[-2000:]
+    assert "ladder: error:" in output
+    code, output = project.compose("up", "-d", "flower", timeout_s=300)
+    assert code == 0, output[-2000:]
+    assert project.login() == login
 
     project.down()
     assert project.leftovers() == {"containers": [], "networks": [], "volumes": []}
     say("docker compose down -v: no container, network or volume of the project left")
     images = ", ".join(f"{name} ({kind})" for name, kind in docker.images.items())
     say(f"on Docker Engine {docker.version}, Compose {docker.compose}, base images {images}")
+
+
+def run_with_fault(project: Project, fault: list[str], items: int = 12_000) -> dict[str, object]:
+    """A celery pipeline run from the demo's container, with fault run on the host once
+    its workers have been at it for a few seconds; the run's JSON result."""
+    argv = project.argv()
+    ladder = ["ladder", "run", "--rung", "celery", "--workload", "pipeline", "--json"]
+    ladder += ["--items", str(items), "--consumers", "12", "--work-ms", "5"]
+    log = project.logs / "run.log"
+    with open(log, "ab") as errors:
+        run = subprocess.Popen(
+            [*argv, "run", "--rm", "-T", "demo", *ladder],
+            cwd=project.folder,
+            env=project.env({}),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=errors,
+            text=True,
+        )
+    try:
+        time.sleep(8)  # the container started and the run under way
+        assert run.poll() is None, log.read_text()[-2000:]
+        engine.run(fault, 120, " ".join(fault[:3]))
+        say(f"{' '.join(fault)}: done mid-run")
+        stdout, _ = run.communicate(timeout=300)
+    finally:
+        procs.stop(run)  # type: ignore[arg-type]
+    assert run.returncode == 0, f"{stdout[-2000:]} {log.read_text()[-2000:]}"
+    return dict(json.loads(stdout))
+
+
+@pytest.mark.timeout(1500)
+def test_env_overrides_and_scaled_workers_lose_nothing_to_faults(
+    docker: Engine, project: Project
+) -> None:
+    """.env sets the credentials and a short visibility timeout; three I/O workers; one is
+    killed mid-run, then Redis is restarted mid-run: nothing is lost either time."""
+    given = {
+        "REDIS_PASSWORD": secrets.token_hex(20),
+        "FLOWER_BASIC_AUTH": f"me:{secrets.token_hex(10)}",
+    }
+    flower_port = procs.free_port()
+    settings = {**given, "FLOWER_PORT": str(flower_port), "LADDER_VISIBILITY_TIMEOUT_S": "3"}
+    # A variable of compose's in the shell would win over .env: none is set here.
+    (project.folder / ".env").write_text("".join(f"{k}={v}\n" for k, v in settings.items()))
+    os.lchown(project.folder / ".env", OWNER_UID, OWNER_GID)
+    code, output = project.compose("build", timeout_s=900)
+    assert code == 0, f"docker compose build: {output[-3000:]}"
+    code, output = project.compose(
+        "up", "-d", "--scale", "worker-io=3", "worker-cpu", "worker-io", "flower", timeout_s=300
+    )
+    assert code == 0, output[-3000:]
+
+    flower = f"http://127.0.0.1:{flower_port}"
+    assert project.login() == given["FLOWER_BASIC_AUTH"]
+    assert answer(f"{flower}/api/workers") == 401
+    workers = wait_for_workers(flower, given["FLOWER_BASIC_AUTH"], 4)
+    assert len(workers) == 4, workers  # one worker-cpu, three worker-io
+    assert holding({"docker compose config": project.output("config")}, set(given.values())) == []
+    say(f"the .env login works; Flower lists {len(workers)} workers; config shows no password")
+
+    killed = project.containers("worker-io")[1]
+    result = run_with_fault(project, ["docker", "kill", killed])
+    say(f"one of 3 worker-io containers killed mid-run: {summary(result)}")
+    assert result["verified"] and result["lost"] == 0, result
+
+    result = run_with_fault(project, [*project.argv(), "restart", "redis"])
+    say(f"docker compose restart redis mid-run: {summary(result)}")
+    assert result["verified"] and result["lost"] == 0, result
+
+    project.down()
+    assert project.leftovers() == {"containers": [], "networks": [], "volumes": []}
+
+
+def summary(result: Mapping[str, object]) -> str:
+    fields = ("verified", "lost", "duplicates", "redelivered", "resent", "seconds")
+    return ", ".join(f"{name} {result.get(name)}" for name in fields)
