@@ -10,6 +10,7 @@ import contextlib
 import logging
 import re
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -90,26 +91,72 @@ def client(url: str, name: str | None = None, ride_out: bool = False) -> redis.R
     )
 
 
-# Every write a run makes, tried once on a key of its own: a read-only replica, a user
-# whose ACL forbids EVAL or writes, and a server out of memory each refuse it here, before
-# the run, rather than in the middle of it.
+# The commands a run makes (ladder, kombu's Redis transport, Celery), tried once on keys
+# of its own before the run: a read-only replica, a server out of memory, and a user
+# whose ACL forbids one of them (NOPERM) each refuse here, in one line, rather than in
+# the middle of the run, where a consumer refused its BRPOP would wait for ever.
 PROBE = """
 redis.call('SET', KEYS[1], '1', 'PX', 1000)
+redis.call('GET', KEYS[1])
+redis.call('EXISTS', KEYS[1])
+redis.call('INCRBY', KEYS[1], 1)
+redis.call('DECR', KEYS[1])
+redis.call('PEXPIRE', KEYS[1], 1000)
+redis.call('EXPIRE', KEYS[1], 1)
+redis.call('PTTL', KEYS[1])
+redis.call('HSET', KEYS[2], 'probe', 1)
+redis.call('HSETNX', KEYS[2], 'other', 1)
 redis.call('HINCRBY', KEYS[2], 'probe', 1)
+redis.call('HGET', KEYS[2], 'probe')
+redis.call('HLEN', KEYS[2])
+redis.call('HVALS', KEYS[2])
+redis.call('HDEL', KEYS[2], 'probe')
 redis.call('APPEND', KEYS[3], 'probe')
-redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+redis.call('LPUSH', KEYS[4], 'probe')
+redis.call('LLEN', KEYS[4])
+redis.call('ZADD', KEYS[5], 1, 'probe')
+redis.call('ZRANGE', KEYS[5], 0, -1)
+redis.call('ZRANGEBYSCORE', KEYS[5], 0, 2)
+redis.call('ZREM', KEYS[5], 'probe')
+redis.call('SADD', KEYS[6], 'probe')
+redis.call('SMEMBERS', KEYS[6])
+redis.call('SREM', KEYS[6], 'probe')
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6])
 return 1
 """
+PROBE_KEYS = ("string", "hash", "append", "list", "zset", "set")
+# A BRPOP on an empty list waits this long: the consumers' blocking take, tried for real.
+PROBE_WAIT_S = 0.01
 
 
 def ping(url: str, what: str = "broker") -> None:
     """Raise RunFailed, in one line naming the broker (or result backend: `what`) and
-    what is wrong, unless it answers within seconds and takes the writes a run makes."""
+    what is wrong, unless it answers within seconds and takes the commands a run makes:
+    the PROBE script, cached as redis-py runs scripts (EVALSHA, SCRIPT LOAD) and sent
+    as it is (EVAL); a transaction (MULTI/EXEC, kombu's); a blocking take; and publish
+    and subscribe on a channel (Celery's control and results)."""
     try:
         r = client(url)
         r.ping()
         probe = RunKeys.new().prefix + "probe"
-        r.eval(PROBE, 3, f"{probe}:string", f"{probe}:hash", f"{probe}:append")
+        keys = [f"{probe}:{kind}" for kind in PROBE_KEYS]
+        r.register_script(PROBE)(keys=keys)
+        r.eval(PROBE, len(keys), *keys)
+        with r.pipeline(transaction=True) as transaction:
+            transaction.lpush(keys[3], "probe")
+            transaction.delete(keys[3])
+            transaction.execute()
+        r.brpop([keys[3]], timeout=PROBE_WAIT_S)
+        with r.pubsub() as pubsub:  # type: ignore[no-untyped-call]
+            pubsub.subscribe(probe)
+            pubsub.psubscribe(f"{probe}*")
+            # Each refused subscription comes back as an error in the place of its
+            # confirmation: read both.
+            deadline = time.monotonic() + CONNECT_TIMEOUT_S
+            confirmed = 0
+            while confirmed < 2 and time.monotonic() < deadline:
+                confirmed += pubsub.get_message(timeout=PROBE_WAIT_S) is not None
+        r.publish(probe, "probe")
         memory = r.info("memory")
     except (redis.RedisError, OSError) as error:
         raise RunFailed(describe(error, url, what)) from None
@@ -137,6 +184,14 @@ def describe(error: BaseException, url: str, what: str = "broker") -> str:
         return f"{the} needs a password"
     if isinstance(error, redis.exceptions.NoPermissionError) or said.startswith("NOPERM"):
         return f"{the} refused a command this user may not run ({said})"
+    if "can't run this command" in said:  # a command of a script, refused by the ACL
+        line = re.search(r"@user_script:(\d+)", said)
+        lines = PROBE.split("\n")
+        command = re.findall(r"'(\w+)'", lines[int(line[1]) - 1])[:1] if line else []
+        named = f"{command[0]}, in a script" if command else "in a script"
+        return f"{the} refused a command this user may not run ({named})"
+    if "EXEC without MULTI" in said:  # MULTI refused, then EXEC is out of place
+        return f"{the} refused a command this user may not run (MULTI: transactions)"
     if isinstance(error, redis.exceptions.ReadOnlyError) or said.startswith("READONLY"):
         return f"{the} is a read-only replica: give the primary's URL"
     if isinstance(error, redis.exceptions.OutOfMemoryError) or said.startswith("OOM"):

@@ -28,7 +28,7 @@ from ladder.demo import write as write_demo
 from ladder.errors import BadInput, LadderError
 from ladder.findings import findings
 from ladder.jobs import TICKET_LOCKS, Job, PipelineJob, SumJob, TicketsJob
-from ladder.output import guard_stdout
+from ladder.output import CheckedParser, guard_stdout
 from ladder.registry import RUNGS, WORKLOADS, get_rung
 from ladder.report import (
     bench_table,
@@ -41,7 +41,7 @@ from ladder.report import (
 from ladder.results import RunResult
 from ladder.rung import Progress as Advance
 from ladder.runner import open_rung, run
-from ladder.settings import Settings, forget_celery_urls
+from ladder.settings import Settings, forget_celery_variables
 from ladder.stack import FLOWER_PORT, Stack
 from local_ipc import deadlock
 from peers.rung import PEERS
@@ -72,7 +72,7 @@ examples:
 """
 
 
-class Parser(argparse.ArgumentParser):
+class Parser(CheckedParser):
     """argparse, but a usage error is one line on stderr and exit code 2."""
 
     def error(self, message: str) -> NoReturn:
@@ -747,7 +747,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("ladder").addHandler(notes)
     try:
         settings = Settings.load(broker=getattr(args, "broker", None))
-        forget_celery_urls()
+        forget_celery_variables()
         code = COMMANDS[args.command](args, settings, out)
     except BadInput as error:
         fail(str(error), EXIT_BAD_INPUT)

@@ -9,10 +9,11 @@ could not be written.
 
 from __future__ import annotations
 
+import argparse
 import io
 import os
 import sys
-from typing import TextIO
+from typing import NoReturn, TextIO
 
 
 class GuardedOutput(io.TextIOBase):
@@ -75,3 +76,24 @@ def guard_stdout() -> GuardedOutput:
     guarded = GuardedOutput(sys.stdout)
     sys.stdout = guarded
     return guarded
+
+
+def unwritten() -> str | None:
+    """Why the guarded standard output lost some of what was written to it, once flushed;
+    None if it lost nothing, or is not guarded."""
+    stream = sys.stdout
+    if not isinstance(stream, GuardedOutput):
+        return None
+    stream.flush()
+    return stream.error
+
+
+class CheckedParser(argparse.ArgumentParser):
+    """argparse, but a --help that standard output could not take is one line on stderr
+    and exit 1: argparse ignores a failed write and exits 0, as if the help was shown."""
+
+    def exit(self, status: int = 0, message: str | None = None) -> NoReturn:
+        if status == 0 and (error := unwritten()):
+            print(f"ladder: error: cannot write the output: {error}", file=sys.stderr)
+            status = 1
+        super().exit(status, message)

@@ -8,25 +8,26 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from ladder.errors import BadInput
-from ladder.urls import check_url
+from ladder.urls import check_url, printable
 
 # What a worker started from a plain shell, with no URL in its environment, serves: the
 # local Redis (rather than Celery's own default, an AMQP broker).
 FALLBACK_BROKER_URL = "redis://127.0.0.1:6379/0"
 
-# Celery reads these before its own app.conf (celery.app.utils.Settings), so one left in
-# ladder's environment would win over the URL ladder resolved: see forget_celery_urls.
-CELERY_URL_VARIABLES = (
-    "CELERY_BROKER_URL",
-    "CELERY_BROKER_READ_URL",
-    "CELERY_BROKER_WRITE_URL",
-    "CELERY_RESULT_BACKEND",
-)
+# Celery reads many variables of this prefix: its URLs (before its own app.conf), a
+# module to configure it from, a loader, its workers' limits. Left in ladder's
+# environment, any of them would change what ladder set up, in ladder or in the workers
+# it starts: see forget_celery_variables.
+CELERY_PREFIX = "CELERY_"
+# No more of a file given as `--broker @FILE` is read: a URL is far shorter, and a file
+# like /dev/zero never ends.
+MAX_URL_BYTES = 64 * 1024
 VISIBILITY_TIMEOUT_S = 30.0
 # A consumer's unacknowledged messages come back after the visibility timeout: under a
 # second, a slow item would be delivered again while it is being handled; past an hour,
@@ -76,20 +77,30 @@ class Settings:
 
 
 def read_url(given: str) -> str:
-    """The URL given with --broker: as it is, or from the file named after an @."""
+    """The URL given with --broker: as it is, or from the first line of the file named
+    after an @, of which no more than MAX_URL_BYTES is read."""
     if not given.startswith("@"):
         if not given.strip():
             raise BadInput("--broker is empty: give a URL, or @FILE holding one")
         return given
     path = Path(given[1:])
+    # A name with a newline in it would make the message two lines.
+    where, name = f"--broker {printable(given)}", printable(str(path))
     try:
-        lines = path.read_text().strip().splitlines()
-    except (OSError, UnicodeDecodeError) as error:
-        reason = getattr(error, "strerror", None) or "not text"
-        raise BadInput(f"--broker {given}: cannot read {path} ({reason})") from None
-    if not lines:
-        raise BadInput(f"--broker {given}: {path} is empty")
-    return lines[0].strip()
+        with path.open("rb") as file:
+            head = file.read(MAX_URL_BYTES + 1)
+    except OSError as error:
+        raise BadInput(f"{where}: cannot read {name} ({error.strerror})") from None
+    line, *rest = re.split(rb"[\r\n]", head.lstrip(), maxsplit=1)
+    if not rest and len(head) > MAX_URL_BYTES:
+        raise BadInput(f"{where}: the first line of {name} is longer than {MAX_URL_BYTES:,} bytes")
+    try:
+        url = line.decode().strip()
+    except UnicodeDecodeError:
+        raise BadInput(f"{where}: cannot read {name} (not text)") from None
+    if not url:
+        raise BadInput(f"{where}: {name} is empty")
+    return url
 
 
 def seconds(name: str, text: str | None, default: float, bounds: tuple[float, float]) -> float:
@@ -106,10 +117,11 @@ def seconds(name: str, text: str | None, default: float, bounds: tuple[float, fl
     return value
 
 
-def forget_celery_urls(environ: MutableMapping[str, str] | None = None) -> None:
-    """Take Celery's URL variables out of this process's environment, once they have been
-    read: every Celery app and worker ladder makes is given the URLs it resolved, and a
-    variable left behind would win over them (Celery reads it first)."""
+def forget_celery_variables(environ: MutableMapping[str, str] | None = None) -> None:
+    """Take every CELERY_* variable out of this process's environment, once Settings has
+    read the URLs: every Celery app ladder makes is given the URLs it resolved, every
+    worker it starts inherits this environment and takes the rest of its settings from
+    tasks/worker_config.py, and a variable left behind would win over them."""
     env = os.environ if environ is None else environ
-    for name in CELERY_URL_VARIABLES:
-        env.pop(name, None)
+    for name in [name for name in env if name.startswith(CELERY_PREFIX)]:
+        del env[name]

@@ -1,7 +1,7 @@
 """The asyncio rung: coroutines around a bounded asyncio.Queue, in one thread.
 
     producer coroutines -> asyncio.Queue(maxsize) -> consumer coroutines -> Consumed
-    CPU work -> loop.run_in_executor(process pool) -> awaited result
+    CPU work -> in_pool (what run_in_executor does, on a process pool) -> awaited result
     buyer coroutines -> a store reached with await, guarded by an asyncio.Lock -> Sales
 
 Coroutines switch only at an await, so waiting overlaps (asyncio.sleep stands for a
@@ -13,8 +13,11 @@ died breaks the pool, and the run ends with a report that says so.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from concurrent.futures import BrokenExecutor
+from collections.abc import Callable
+from concurrent.futures import BrokenExecutor, Executor, Future
+from typing import TypeVar
 
 from ladder.errors import RunFailed
 from ladder.jobs import Job, PipelineJob, SumJob, TicketsJob
@@ -23,6 +26,35 @@ from ladder.rung import PROGRESS_EVERY, Progress, Rung, no_progress
 from local_ipc.processes import pool_death, process_pool, start_fork_server, stop_pool
 from tasks.tickets import MemoryStore, Sales
 from tasks.workloads import STOP, Item, make_item, sum_range, work
+
+T = TypeVar("T")
+
+
+async def in_pool(pool: Executor, fn: Callable[..., T], *args: object) -> T:
+    """fn(*args) in the pool, awaited; cancelling the await leaves the pool's call alone.
+
+    run_in_executor ties the pool's future to the awaiting task: a stopped run cancels
+    every task, and with it a call still queued in the pool, behind the pool's back; once
+    stop_pool terminates the workers, the pool's own thread fails on that cancelled call
+    (InvalidStateError, a traceback on stderr). Here the task waits on a future of its
+    own, which the call's end only wakes, and stop_pool cancels the queued calls itself.
+    """
+    loop = asyncio.get_running_loop()
+    call = pool.submit(fn, *args)
+    ended: asyncio.Future[None] = loop.create_future()
+
+    def end() -> None:
+        if not ended.done():  # cancelled, when the run was stopped
+            ended.set_result(None)
+
+    def wake(_: Future[T]) -> None:
+        # In the pool's thread. After a stop nothing waits, and the loop may be closed.
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(end)
+
+    call.add_done_callback(wake)
+    await ended
+    return call.result()
 
 
 class AsyncioRung(Rung):
@@ -42,12 +74,11 @@ class AsyncioRung(Rung):
         return asyncio.run(self._tickets(job, progress))
 
     async def _sum(self, job: SumJob, progress: Progress) -> int:
-        loop = asyncio.get_running_loop()
         pool = process_pool(job.workers)
 
         async def chunk(start: int, stop: int) -> tuple[int, int] | None:
             try:
-                return stop - start, await loop.run_in_executor(pool, sum_range, start, stop)
+                return stop - start, await in_pool(pool, sum_range, start, stop)
             except BrokenExecutor:
                 return None  # a worker died: from then on every chunk fails at once
 
@@ -71,7 +102,6 @@ class AsyncioRung(Rung):
         return total
 
     async def _pipeline(self, job: PipelineJob, progress: Progress) -> Consumed:
-        loop = asyncio.get_running_loop()
         channel: asyncio.Queue[Item | None] = asyncio.Queue(maxsize=job.queue_size)
         consumed = Consumed()
         payload = job.payload
@@ -84,7 +114,7 @@ class AsyncioRung(Rung):
             taken = time.time()
             if cpu_pool:
                 try:
-                    await loop.run_in_executor(cpu_pool, work, job.work_ms, "cpu")
+                    await in_pool(cpu_pool, work, job.work_ms, "cpu")
                 except BrokenExecutor:
                     broken.append(item["id"])  # a worker died: the item is lost
                     return

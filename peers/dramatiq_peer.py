@@ -18,9 +18,16 @@ QUEUE_KEY = f"dramatiq:{work.QUEUE}"  # a list of message ids; the messages wait
 READY_LINE = "Worker process is ready for action"
 
 
+# How long a worker process's graceful stop (SIGTERM, from ladder, or from Linux when
+# ladder dies) may wait for its in-flight messages: Dramatiq's default is 10 minutes, and
+# with the broker gone too they would wait it out, orphans of a killed ladder.
+SHUTDOWN_TIMEOUT_MS = 3000
+
+
 def worker_argv(processes: int, threads: int) -> list[list[str]]:
     """One dramatiq command: `processes` worker processes, `threads` threads each."""
     argv = ["dramatiq", __name__, "--processes", str(processes), "--threads", str(threads)]
+    argv += ["--worker-shutdown-timeout", str(SHUTDOWN_TIMEOUT_MS)]
     return [[*argv, "--queues", work.QUEUE]]
 
 

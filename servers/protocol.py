@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 from types import FrameType
 from typing import NoReturn
 
+from ladder.output import CheckedParser, guard_stdout
 from servers import HOST, PORT
 
 MAX_LINE_BYTES = 64 * 1024
@@ -35,7 +36,7 @@ OPEN_FILES = 65536
 # the one a client past the bound is accepted on to be told so.
 SPARE_FILES = 64
 
-EXIT_OK, EXIT_BAD_INPUT = 0, 2
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 EXIT_BY_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}  # 128 + the signal, as in ladder
 SAID_BY_SIGNAL = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated"}
 
@@ -128,7 +129,11 @@ def _stop(signum: int, frame: FrameType | None) -> None:
     raise Stopped(signum)
 
 
-class Parser(argparse.ArgumentParser):
+class Unwritable(Exception):
+    """Standard output cannot take the line that says where the server listens."""
+
+
+class Parser(CheckedParser):
     """argparse, but a usage error is one line on stderr and exit code 2."""
 
     def error(self, message: str) -> NoReturn:
@@ -195,8 +200,10 @@ def main(
 ) -> int:
     """Run serve(host, port, max_connections, ready) for `python -m servers.<model>_server`:
     one line once it listens, one line on stderr and exit 2 if it cannot, 130 or 143 when
-    stopped. The server holds a file per connection and `spare_files` more, so its bound
-    is kept under its open-files limit; None where children hold the connections."""
+    stopped, exit 1 if standard output cannot take that first line. The server holds a
+    file per connection and `spare_files` more, so its bound is kept under its open-files
+    limit; None where children hold the connections."""
+    output = guard_stdout()
     parser = Parser(
         prog=f"python -m servers.{model}_server",
         description=f"An upper-casing line server, {model} model.",
@@ -232,12 +239,18 @@ def main(
         nonlocal listening
         listening = True
         print(f"serving {model} on {address[0]}:{address[1]}", flush=True)
+        if output.error:
+            # That line is how whoever started the server learns its port (--port 0 picks
+            # one): a server that cannot say it serves no one.
+            raise Unwritable(output.error)
 
     try:
         serve(args.host, args.port, bound, ready)
     except Stopped as stopped:
         print(f"ladder: error: {SAID_BY_SIGNAL[signal.Signals(stopped.signum)]}", file=sys.stderr)
         return int(stopped.code or 0)
+    except Unwritable as error:
+        fail(f"cannot write the output: {error}", EXIT_FAILED)
     except OSError as error:
         if listening:
             raise

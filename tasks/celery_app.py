@@ -12,7 +12,6 @@ from typing import Any
 
 import redis
 from celery import Celery
-from celery.worker.consumer import Consumer
 from kombu.entity import Queue
 
 from consumers.recorder import Recorder
@@ -64,64 +63,14 @@ CONFIG: dict[str, Any] = {
     "worker_hijack_root_logger": False,
     # A message that is not a task message is refused and logged, not fatal.
     "broker_transport": "consumers.transport:Transport",
-    "worker_consumer": "tasks.celery_app:RefusingConsumer",
+    "worker_consumer": "tasks.worker_consumer:RefusingConsumer",
 }
-
-
-# Task message headers Celery reads for every task without checking their type (it
-# checks the task's name, time limits, eta and expires itself): with an id of null, or
-# retries of "many", it would run the task all the same.
-TASK_ID_HEADERS = ("id", "root_id", "parent_id", "group")
-MAX_TASK_ID_CHARS = 255
-
-
-def check_task_headers(headers: dict[str, Any]) -> None:
-    """Raise ValueError, naming the header, unless a task message's ids are strings (the
-    id one of 1 character or more), its retries a whole number from 0, its stamps an
-    object and its stamped_headers a list."""
-    for name in TASK_ID_HEADERS:
-        value = headers.get(name)
-        if value is None and name != "id":
-            continue
-        if not isinstance(value, str) or not 1 <= len(value) <= MAX_TASK_ID_CHARS:
-            raise ValueError(
-                f"{name} must be a string of 1 to {MAX_TASK_ID_CHARS} characters "
-                f"(got {value!r:.80})"
-            )
-    retries = headers.get("retries", 0)
-    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
-        raise ValueError(f"retries must be a whole number from 0 (got {retries!r:.80})")
-    if not isinstance(headers.get("stamps") or {}, dict):
-        raise ValueError(f"stamps must be an object (got {headers['stamps']!r:.80})")
-    if not isinstance(headers.get("stamped_headers") or [], list):
-        raise ValueError(f"stamped_headers must be a list (got {headers['stamped_headers']!r:.80})")
-
-
-class RefusingConsumer(Consumer):  # type: ignore[misc]
-    """Celery's consumer, refusing a task message it cannot read instead of dying on it:
-    Celery catches only InvalidTaskError, ContentDisallowed and DecodeError there, and
-    anything else would end the worker with the message held, to kill the next one too.
-    A task message's headers are checked first (check_task_headers); the transport has
-    checked the rest of the envelope already."""
-
-    def create_task_handler(self, *args: Any, **kwargs: Any) -> Any:
-        on_task_received = super().create_task_handler(*args, **kwargs)
-
-        def refusing(message: Any) -> Any:
-            try:
-                if isinstance(message.headers, dict) and "task" in message.headers:
-                    check_task_headers(message.headers)
-                return on_task_received(message)
-            except (TypeError, ValueError, AttributeError, KeyError) as error:
-                return self.on_invalid_task(None, message, error)
-
-        return refusing
 
 
 def make_app(broker_url: str | None, result_backend: str | None = None) -> Celery:
     """A Celery app with the project's settings, on the URLs given (Celery would take
     CELERY_BROKER_URL from the environment over them: ladder takes it out of its own, see
-    ladder.settings.forget_celery_urls); also a plain client that sends by name."""
+    ladder.settings.forget_celery_variables); also a plain client that sends by name."""
     app = Celery("tasks")
     app.conf.update(
         CONFIG,

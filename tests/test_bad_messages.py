@@ -26,6 +26,7 @@ import uuid
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -130,6 +131,11 @@ def task_headers(task: Any = "tasks.handle_item", **more: Any) -> dict[str, Any]
     }
     headers.update(more)
     return headers
+
+
+def soon(seconds: float) -> str:
+    """An eta this many seconds from now, as Celery writes one."""
+    return (datetime.now(UTC) + timedelta(seconds=seconds)).isoformat()
 
 
 def task_body(args: Any) -> bytes:
@@ -471,7 +477,10 @@ CELERY_CASES = [
         "timelimit-not-a-pair",
     ),
     case(
-        Bad(lambda k, p: task_message([bad_item(k), k.run_id], eta="not a date"), r"ETA"),
+        Bad(
+            lambda k, p: task_message([bad_item(k), k.run_id], eta="not a date"),
+            r"invalid task message: eta must be an ISO 8601 date",
+        ),
         "eta-not-a-date",
     ),
     case(
@@ -519,8 +528,20 @@ CELERY_CASES = [
             ({"expires": 1e300}, r"(?i)invalid task|expires|overflow", "expires-a-huge-number"),
             ({"retries": "many"}, r"invalid task message: retries must be", "retries-a-string"),
             ({"stamps": [1]}, r"invalid task message: stamps must be", "stamps-a-list"),
+            # Held unacknowledged until then, it would come back every visibility timeout.
+            (
+                {"eta": "2100-01-01T00:00:00+00:00"},
+                r"invalid task message: eta is [\d,]+ s ahead, beyond the visibility timeout",
+                "eta-in-2100",
+            ),
+            ({"eta": 5}, r"invalid task message: eta must be an ISO 8601 date", "eta-a-number"),
         ]
     ],
+    # An eta within the visibility timeout is a task for later, and is run then.
+    case(
+        Bad(lambda k, p: task_message([bad_item(k), k.run_id], eta=soon(1.0)), None),
+        "eta-in-a-second",
+    ),
     case(
         Bad(
             lambda k, p: envelope(

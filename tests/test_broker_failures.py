@@ -113,6 +113,16 @@ def run_ladder(
 
 # --- refused before the run ----------------------------------------------------------------
 
+
+def user_without(b: Broker, name: str, *rules: str) -> str:
+    """The URL of a new user of the broker, with every right but what rules take away."""
+    b.redis.execute_command(
+        "ACL", "SETUSER", name, "on", f">{name}-pw", "resetchannels", "~*", "+@all", *rules
+    )
+    return b.url.replace(f":{b.server.password}@", f"{name}:{name}-pw@", 1)
+
+
+REFUSED = "refused a command this user may not run"
 BEFORE: dict[str, tuple[Callable[[Broker], str], str]] = {
     # (what is done to the broker; the URL to give; what the line must say)
     "read-only-replica": (
@@ -133,6 +143,27 @@ BEFORE: dict[str, tuple[Callable[[Broker], str], str]] = {
         lambda b: (b.redis.config_set("maxmemory", 1), b.url)[1],
         "is out of memory",
     ),
+    # A consumer refused its BRPOP, or Celery its channels, would otherwise wait for ever.
+    "user-without-brpop": (
+        lambda b: user_without(b, "nobrpop", "&*", "-brpop"),
+        f"{REFUSED} (this user has no permissions to run the 'brpop' command)",
+    ),
+    "user-without-channels": (
+        lambda b: user_without(b, "nochannels"),
+        f"{REFUSED} (this user has no permissions to access one of the channels",
+    ),
+    "user-without-psubscribe": (
+        lambda b: user_without(b, "nopsub", "&*", "-psubscribe"),
+        f"{REFUSED} (this user has no permissions to run the 'psubscribe' command)",
+    ),
+    "user-without-multi": (
+        lambda b: user_without(b, "nomulti", "&*", "-multi"),
+        f"{REFUSED} (MULTI: transactions)",
+    ),
+    "user-without-zadd": (
+        lambda b: user_without(b, "nozadd", "&*", "-zadd"),
+        f"{REFUSED} (ZADD, in a script)",
+    ),
 }
 
 
@@ -148,7 +179,7 @@ def test_a_broker_that_refuses_writes_is_named_in_one_line(
     done = run_ladder([*rung, "--items", "100"] if rung is KOMBU else rung, broker.url_file)
     assert done.returncode == 1, done.stderr
     check_one_line(done.stderr, re.escape(says))
-    assert broker.server.password not in done.stderr and "noeval-pw" not in done.stderr
+    assert broker.server.password not in done.stderr and "-pw" not in done.stderr
 
 
 # --- failing in the middle of a run --------------------------------------------------------

@@ -162,7 +162,7 @@ def request(method: str, url: str, login: str | None = None, as_nobody: bool = F
         text=True,
         timeout=30,
         check=True,
-        user=65534 if as_nobody and os.geteuid() == 0 else None,
+        user=65534 if as_nobody else None,
     )
     return int(done.stdout)
 
@@ -173,9 +173,16 @@ def test_flower_is_closed_to_anyone_without_its_login(
     flower: Watched, method: str, path: str
 ) -> None:
     url = flower.address + path.format(worker=flower.workers.names()[0])
-    assert request(method, url, as_nobody=True) == 401
     assert request(method, url) == 401
     assert request(method, url, "ladder:wrong-password") == 401
     if method == "GET":
         assert request(method, url, flower.login) == 200
     assert flower.workers.names()[0] in get_json(f"{flower.address}/api/workers", flower.login)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.skipif(os.geteuid() != 0, reason="acting as another user (nobody) needs root")
+@pytest.mark.parametrize(("method", "path"), LOCKED, ids=[f"{m} {p}" for m, p in LOCKED])
+def test_another_user_of_the_machine_gets_401(flower: Watched, method: str, path: str) -> None:
+    url = flower.address + path.format(worker=flower.workers.names()[0])
+    assert request(method, url, as_nobody=True) == 401

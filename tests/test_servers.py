@@ -1,6 +1,6 @@
 """The four servers as a user runs them (`ladder serve`, `ladder load`): replies under
 concurrent clients, clients that leave or send too much, idle clients past the bound or
-in bursts of thousands, bad input, and Ctrl-C."""
+in bursts of thousands, bad input, an output that cannot be written, and Ctrl-C."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import struct
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -216,6 +216,74 @@ def test_bad_input_is_one_line_and_exit_2(taken_port: int) -> None:
         assert len(lines) == 1, (args, done.stderr)
         assert lines[0].startswith("ladder: error: "), args
         assert says in lines[0], (args, lines[0])
+
+
+def unwritable(where: str) -> tuple[int | None, Callable[[], None] | None, str]:
+    """How to give a child a standard output it cannot write, as `>&-` or `>/dev/full`
+    do: the file descriptor for Popen's stdout, what to run in the child before it
+    starts, and why ladder then says the output cannot be written."""
+    if where == "closed":
+        # Closed in the child itself, so that its fd 1 is not open at all.
+        return subprocess.DEVNULL, lambda: os.close(1), "standard output is closed"
+    return os.open(where, os.O_WRONLY), None, "No space left on device"
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("where", ["closed", "/dev/full"])
+@pytest.mark.parametrize("model", list(MODELS))
+def test_serve_with_an_output_it_cannot_write_is_one_line_and_exit_1(
+    model: str, where: str, tmp_path: Path
+) -> None:
+    # "serving <model> on <host>:<port>" is the only way to learn the port of --port 0: a
+    # server that cannot say it is of no use, so it stops.
+    stdout, before_start, said = unwritable(where)
+    with open(tmp_path / "err", "w+") as err:
+        process = subprocess.Popen(
+            [*LADDER, "serve", "--model", model, "--port", "0"],
+            cwd=ROOT,
+            env=ENV,
+            stdout=stdout,
+            stderr=err,
+            start_new_session=True,
+            preexec_fn=before_start,
+        )
+        try:
+            if stdout != subprocess.DEVNULL:
+                os.close(stdout)
+            try:
+                returncode = process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                pytest.fail(f"the {model} server still runs 20 s after it could not say so")
+            err.seek(0)
+            stderr = err.read()
+            assert "Traceback" not in stderr, stderr
+            assert returncode == 1, stderr
+            assert stderr.splitlines() == [f"ladder: error: cannot write the output: {said}"]
+        finally:
+            kill_all(process, [])
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("where", ["closed", "/dev/full"])
+def test_a_server_help_it_cannot_write_is_one_line_and_exit_1(where: str) -> None:
+    # argparse ignores a --help it could not write, and exits 0 as if it had.
+    stdout, before_start, said = unwritable(where)
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", MODELS["thread"], "--help"],
+            cwd=ROOT,
+            env=ENV,
+            stdout=stdout,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=20,
+            preexec_fn=before_start,
+        )
+    finally:
+        if stdout != subprocess.DEVNULL:
+            os.close(stdout)
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.splitlines() == [f"ladder: error: cannot write the output: {said}"]
 
 
 @pytest.mark.timeout(60)
