@@ -21,10 +21,12 @@ RUN pip install --require-hashes -r requirements/image.txt
 
 # The project's files one by one, so that nothing else (.env, .venv, .git, results) gets in.
 COPY pyproject.toml README.md ./
+COPY core/ core/
 COPY tasks/ tasks/
 COPY local_ipc/ local_ipc/
 COPY producers/ producers/
 COPY consumers/ consumers/
+COPY broker_ipc/ broker_ipc/
 COPY ladder/ ladder/
 COPY servers/ servers/
 COPY peers/ peers/

@@ -47,6 +47,7 @@ lint: $(VENV)/.installed
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/mypy docker/setup.py
+	$(BIN)/lint-imports
 
 # uv, from a throwaway venv, resolves the newest versions pyproject.toml allows, for CPython
 # 3.11 from 3.11.0 on (the image's may be older than this machine's) on Linux x86_64. Markers

@@ -12,17 +12,16 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
 from kombu.connection import Connection
 from kombu.simple import SimpleQueue
 
-from consumers.recorder import Recorder
-from consumers.transport import Transport
-from ladder.broker import OUTAGE_ERRORS, RunKeys, transport_options
-from ladder.jobs import PipelineJob
+from core.broker import OUTAGE_ERRORS, RunKeys
+from core.jobs import PipelineJob
+from core.recorder import Recorder
+from core.transport import RECONNECT_S, connect, session
 from local_ipc.loops import sum_chunks
 from tasks.workloads import STOP, check_chunk, check_message, handle_batch
 
@@ -32,31 +31,7 @@ HELD_BYTES = 16 * 1024 * 1024  # and no more than this many bytes of them
 # How long a consumer holding messages waits for another: a waiting message arrives in
 # a round trip (well under a millisecond here); none by then means the queue is empty.
 HELD_WAIT_S = 0.002
-RECONNECT_S = 0.5
 log = logging.getLogger(__name__)
-
-
-def connect(url: str, visibility_timeout_s: float, name: str | None = None) -> Connection:
-    """A kombu connection to the broker that gives back what a dead consumer held;
-    `name` shows in Redis's CLIENT LIST."""
-    options: dict[str, Any] = {**transport_options(visibility_timeout_s), "client_name": name}
-    return Connection(url, transport=Transport, transport_options=options)
-
-
-@contextmanager
-def session(url: str, visibility_timeout_s: float, name: str) -> Iterator[Connection]:
-    """A connection closed on the way out, or just dropped when the broker is gone:
-    closing would talk to a broker that is not there."""
-    connection = connect(url, visibility_timeout_s, name)
-    closed_cleanly = False
-    try:
-        yield connection
-        closed_cleanly = True
-    finally:
-        if closed_cleanly:
-            connection.release()
-        else:
-            connection.collect()
 
 
 def consume(url: str, keys: RunKeys, job: PipelineJob, visibility_timeout_s: float) -> None:

@@ -13,8 +13,8 @@ import os
 from typing import Any
 
 from consumers.kombu_consumer import consume_queue
-from ladder.broker import RunKeys, client
-from ladder.jobs import TicketsJob
+from core.broker import RunKeys, client
+from core.jobs import TicketsJob
 from tasks.tickets import RedisTickets
 from tasks.workloads import check_buy
 

@@ -22,21 +22,21 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
-from consumers.celery_workers import Topology
+from broker_ipc.celery_rung import CeleryRung
+from broker_ipc.peer_rung import PEERS, PeerRung
+from core.celery_workers import Topology
+from core.forkserver import CONTEXT, quiet_child
+from core.jobs import Job, PipelineJob, SumJob
+from core.results import RunResult, verify_sum
+from core.rung import Progress, Rung, no_progress
+from core.settings import Settings
+from core.stack import Stack
+from core.work import chunk_ranges
 from ladder import limits
-from ladder.jobs import Job, PipelineJob, SumJob
 from ladder.memory import Peak, PeakRss
-from ladder.registry import get_rung
-from ladder.results import RunResult, verify_sum
-from ladder.rung import Progress, Rung, no_progress
+from ladder.registry import info
 from ladder.runner import open_rung, run
-from ladder.settings import Settings
-from ladder.stack import Stack
-from local_ipc.processes import CONTEXT, quiet_child
-from peers.rung import PEERS, PeerRung
-from producers.broker_rung import BrokerRung
-from producers.celery_producer import CeleryRung
-from tasks.workloads import chunk_ranges, sum_range
+from tasks.workloads import sum_range
 
 
 @dataclass(frozen=True)
@@ -97,9 +97,7 @@ class Case:
     def on_broker(self) -> bool:
         if self.raw_on_broker or self.rung in PEERS:
             return True
-        return (
-            self.raw is None and not self.fastest_of and issubclass(get_rung(self.rung), BrokerRung)
-        )
+        return self.raw is None and not self.fastest_of and info(self.rung).channel == "broker"
 
 
 def raw_parallel_sum(job: Job) -> RunResult:
@@ -268,7 +266,7 @@ def memory_cases() -> list[Case]:
     local_rungs = ("serial", "threads", "processes", "asyncio", "thread-pool", "process-pool")
     selected = []
     for rung in (*local_rungs, "kombu", "celery"):
-        on_broker = issubclass(get_rung(rung), BrokerRung)
+        on_broker = info(rung).channel == "broker"
         items = BROKER_MEMORY_ITEMS if on_broker else LOCAL_MEMORY_ITEMS
         job = PipelineJob(items=items)
         selected.append(Case(f"{rung} pipeline {items:,} items", rung, job, goal=MEMORY_GOAL))

@@ -16,20 +16,20 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import asdict
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from ladder import bench, interrupt, sweep
-from ladder.demo import Row, run_demo
-from ladder.demo import write as write_demo
-from ladder.errors import BadInput, LadderError
-from ladder.findings import findings
-from ladder.jobs import TICKET_LOCKS, Job, PipelineJob, SumJob, TicketsJob
-from ladder.output import CheckedParser, guard_stdout
-from ladder.registry import RUNGS, WORKLOADS, get_rung
+from core import interrupt
+from core.errors import BadInput, LadderError
+from core.jobs import TICKET_LOCKS, Job, PipelineJob, SumJob, TicketsJob
+from core.output import CheckedParser, guard_stdout
+from core.results import RunResult
+from core.rung import Progress as Advance
+from core.settings import FLOWER_PORT, Settings, forget_celery_variables
+from ladder.registry import INFO, RUNGS, WORKLOADS, get_rung, info, names
 from ladder.report import (
     bench_table,
     comparison_table,
@@ -38,17 +38,16 @@ from ladder.report import (
     to_json,
     worker_lines,
 )
-from ladder.results import RunResult
-from ladder.rung import Progress as Advance
 from ladder.runner import open_rung, run
-from ladder.settings import Settings, forget_celery_variables
-from ladder.stack import FLOWER_PORT, Stack
 from local_ipc import deadlock
-from peers.rung import PEERS
-from peers.rung import load as load_peer
-from producers.broker_rung import BrokerRung
 from servers import HOST, MODELS, PORT
 from servers.protocol import port_number
+
+# The broker's side, the bench and the demo import celery, kombu and redis: each command
+# imports what it runs, so that `ladder rungs` or a local run imports none of them.
+if TYPE_CHECKING:
+    from core.stack import Stack
+    from ladder.demo import Row
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143  # 128 + SIGINT, 128 + SIGTERM
@@ -397,8 +396,8 @@ def cmd_rungs(args: argparse.Namespace, settings: Settings, out: Console) -> int
     table = Table(
         "rung", "what it teaches", title="The ladder, bottom to top", title_justify="left"
     )
-    for name, rung in RUNGS.items():
-        table.add_row(name, rung.teaches)
+    for rung in INFO.values():
+        table.add_row(rung.name, rung.teaches)
     out.print(table)
     return EXIT_OK
 
@@ -410,8 +409,8 @@ def check_lock(args: argparse.Namespace) -> None:
         return
     if args.unsafe:
         raise BadInput("--lock guards a safe run: drop --unsafe or --lock")
-    if not issubclass(get_rung(args.rung), BrokerRung):
-        broker_rungs = ", ".join(n for n, r in RUNGS.items() if issubclass(r, BrokerRung))
+    if info(args.rung).channel != "broker":
+        broker_rungs = ", ".join(names("broker"))
         raise BadInput(
             f"--lock applies to the broker rungs ({broker_rungs}); "
             f"the {args.rung} rung guards its store with a lock of its own"
@@ -465,6 +464,10 @@ def writable_folder(folder: Path) -> Path:
 
 
 def cmd_demo(args: argparse.Namespace, settings: Settings, out: Console) -> int:
+    from ladder.demo import run_demo
+    from ladder.demo import write as write_demo
+    from ladder.findings import findings
+
     writable_folder(args.out)
     err = Console(stderr=True)
     show = err.is_terminal and not args.json
@@ -572,6 +575,10 @@ def demo_servers(args: argparse.Namespace, out: Console, err: Console, problems:
 
 
 def cmd_bench(args: argparse.Namespace, settings: Settings, out: Console) -> int:
+    from broker_ipc.peer_rung import PEERS
+    from broker_ipc.peer_rung import load as load_peer
+    from ladder import bench
+
     if sum((args.sweep, args.memory, args.hosts)) > 1:
         raise BadInput("--sweep, --memory and --hosts are different benches: choose one")
     if args.repeat is not None and args.repeat < 1:
@@ -623,6 +630,8 @@ def cmd_bench(args: argparse.Namespace, settings: Settings, out: Console) -> int
 
 def bench_sweep(args: argparse.Namespace, settings: Settings, out: Console) -> int:
     """`ladder bench --sweep`: one run per point, a table, sentences, files."""
+    from ladder import sweep
+
     writable_folder(args.out)
     err = Console(stderr=True)
     show = err.is_terminal and not args.json

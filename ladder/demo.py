@@ -14,16 +14,15 @@ from contextlib import AbstractContextManager, ExitStack
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from consumers.celery_workers import WorkerShape
-from ladder.errors import LadderError
-from ladder.jobs import Job, PipelineJob, SumJob
-from ladder.registry import RUNGS
-from ladder.results import RunResult, failed
-from ladder.rung import Progress
+from core.celery_workers import WorkerShape
+from core.errors import LadderError
+from core.jobs import Job, PipelineJob, SumJob
+from core.results import RunResult, failed
+from core.rung import Progress
+from core.settings import Settings
+from core.stack import Stack
+from ladder.registry import INFO, names
 from ladder.runner import open_rung, run
-from ladder.settings import Settings
-from ladder.stack import Stack
-from producers.broker_rung import BrokerRung
 
 
 @dataclass(frozen=True)
@@ -53,7 +52,7 @@ def workloads(quick: bool) -> list[Workload]:
         Workload(
             "pipeline, no work, 100 per message",
             PipelineJob(items=10_000 if quick else 100_000, producers=2, consumers=2, batch=100),
-            only=tuple(name for name, rung in RUNGS.items() if rung.batches),
+            only=tuple(names(batches=True)),
         ),
     ]
 
@@ -82,7 +81,7 @@ def run_demo(
     """
     with ExitStack() as cleanup:
         stack = None
-        if any(issubclass(RUNGS[name], BrokerRung) for name in rungs):
+        if any(INFO[name].channel == "broker" for name in rungs):
             stack = cleanup.enter_context(Stack(settings))
             if stack.embedded and flower_port is not None:
                 stack.start_flower(flower_port)

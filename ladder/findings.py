@@ -9,14 +9,13 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+from core.results import RunResult
 from ladder.demo import Row, workloads
-from ladder.registry import RUNGS
-from ladder.results import RunResult
-from producers.broker_rung import BrokerRung
+from ladder.registry import names
 
 # The demo's workloads, by the labels its rows carry.
 SUM, IO_PIPELINE, NO_WORK, BATCHED = (workload.label for workload in workloads(quick=True))
-BROKER_RUNGS = tuple(name for name, rung in RUNGS.items() if issubclass(rung, BrokerRung))
+BROKER_RUNGS = tuple(names("broker"))
 # Below this speedup on the sum, threads gained nothing beyond what the GIL allows.
 GIL_BOUND = 1.2
 # Processes within this share of the core count used the cores nearly fully.

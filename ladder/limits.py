@@ -25,15 +25,15 @@ from typing import Any
 
 from celery import Celery
 
-from consumers.celery_workers import CeleryWorkers, Topology
-from consumers.kombu_consumer import connect
-from ladder import interrupt, procs
-from ladder.broker import RunKeys, client
-from ladder.jobs import Job, PipelineJob
-from ladder.results import Consumed, RunResult, percentiles_ms, verify_pipeline
-from ladder.settings import Settings
+from core import interrupt, procs
+from core.broker import RunKeys, client
+from core.celery_workers import CeleryWorkers, Topology
+from core.forkserver import CONTEXT, Child, start_fork_server, stop_processes
+from core.jobs import Job, PipelineJob
+from core.results import Consumed, RunResult, percentiles_ms, verify_pipeline
+from core.settings import Settings
+from core.transport import connect
 from local_ipc.loops import Channel, collect
-from local_ipc.processes import CONTEXT, Child, start_fork_server, stop_processes
 from tasks.celery_app import make_app
 from tasks.workloads import STOP, make_item
 

@@ -34,15 +34,15 @@ from typing import Self
 
 from rich.table import Table
 
-from consumers.celery_workers import CeleryWorkers, Topology
-from ladder import procs
-from ladder.errors import RunFailed
-from ladder.jobs import PipelineJob
-from ladder.results import RunResult
+from broker_ipc.celery_rung import CeleryRung
+from core import procs
+from core.celery_workers import CeleryWorkers, Topology
+from core.errors import RunFailed
+from core.jobs import PipelineJob
+from core.results import RunResult
+from core.settings import Settings
+from core.stack import RedisServer
 from ladder.runner import run
-from ladder.settings import Settings
-from ladder.stack import RedisServer
-from producers.celery_producer import CeleryRung
 from tasks.celery_app import make_app
 
 HOLD = ["unshare", "--net", "--", "sleep", "infinity"]

@@ -6,6 +6,7 @@ import math
 import textwrap
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -13,12 +14,13 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter
 
+from core.results import RunResult
 from ladder.demo import Row
 from ladder.findings import short, short_rate
-from ladder.registry import RUNGS
-from ladder.results import RunResult
-from ladder.sweep import Point
-from producers.broker_rung import BrokerRung
+from ladder.registry import INFO, RUNGS
+
+if TYPE_CHECKING:
+    from ladder.sweep import Point  # the sweep draws itself with plot_sweep
 
 LOCAL, BROKER, FAILED = "#4c72b0", "#dd8452", "#c44e52"
 # A panel goes to a log scale when its fastest rung is this many times its slowest.
@@ -27,7 +29,7 @@ LADDER = list(RUNGS)
 
 
 def is_broker(rung: str) -> bool:
-    return rung in RUNGS and issubclass(RUNGS[rung], BrokerRung)
+    return rung in INFO and INFO[rung].channel == "broker"
 
 
 def what(result: RunResult) -> str:

@@ -5,13 +5,15 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.table import Table
 
-from ladder.demo import Row, speedups
-from ladder.results import RunResult
+from core.results import RunResult
+
+if TYPE_CHECKING:
+    from ladder.demo import Row
 
 
 def fmt_rate(value: float) -> str:
@@ -69,6 +71,8 @@ def to_json(results: RunResult | Sequence[RunResult]) -> str:
 
 def comparison_table(rows: Sequence[Row]) -> Table:
     """The demo's table: every rung on every workload, with its speedup over serial."""
+    from ladder.demo import speedups  # the demo's rows: only the demo imports the demo
+
     gains = speedups(rows)
     table = Table(title="Every rung, side by side", title_justify="left")
     for column in ("workload", "rung", "seconds", "throughput", "vs serial", "verified"):

@@ -3,21 +3,24 @@
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
-from ladder.errors import BadInput
-from ladder.jobs import Job, PipelineJob, SumJob, TicketsJob
-from ladder.registry import RUNGS, get_rung
-from ladder.results import RunResult, verify_pipeline, verify_sum, verify_tickets
-from ladder.rung import Progress, Rung, no_progress
-from ladder.settings import Settings
-from ladder.stack import Stack
-from producers.broker_rung import BrokerRung
+from core.errors import BadInput
+from core.jobs import Job, PipelineJob, SumJob, TicketsJob
+from core.results import RunResult, verify_pipeline, verify_sum, verify_tickets
+from core.rung import Progress, Rung, no_progress
+from core.settings import Settings
+from ladder.registry import get_rung, names
+
+if TYPE_CHECKING:
+    from core.stack import Stack
 
 
 def run(rung: Rung, job: Job, progress: Progress = no_progress) -> RunResult:
     """Run one job on a rung that is already started; the timer covers only the work."""
-    if isinstance(job, PipelineJob) and job.batched and not rung.batches:
-        batching = ", ".join(name for name, r in RUNGS.items() if r.batches)
+    # A rung the registry does not list (a peer of the bench's) moves one item a message.
+    if isinstance(job, PipelineJob) and job.batched and rung.name not in names(batches=True):
+        batching = ", ".join(names(batches=True))
         raise BadInput(f"--batch works on the {batching} rungs (got --rung {rung.name})")
     with rung.failures():
         rung.prepare(job)
@@ -37,6 +40,4 @@ def run(rung: Rung, job: Job, progress: Progress = no_progress) -> RunResult:
 def open_rung(name: str, settings: Settings, stack: Stack | None = None) -> Rung:
     """The named rung, on a shared broker stack when one is given (broker rungs only)."""
     rung = get_rung(name)
-    if issubclass(rung, BrokerRung):
-        return rung(settings, stack=stack)
-    return rung(settings)
+    return rung(settings, stack=stack) if rung.channel == "broker" else rung(settings)

@@ -19,14 +19,13 @@ from pathlib import Path
 
 from rich.table import Table
 
+from core.jobs import PipelineJob
+from core.rung import Rung
+from core.settings import Settings
+from core.stack import Stack
 from ladder.findings import short, sig
-from ladder.jobs import PipelineJob
-from ladder.registry import get_rung
-from ladder.rung import Rung
+from ladder.registry import info
 from ladder.runner import open_rung, run
-from ladder.settings import Settings
-from ladder.stack import Stack
-from producers.broker_rung import BrokerRung
 
 RUNGS = ("threads", "processes", "kombu", "celery")
 WORK_MS = (0.0, 1.0, 10.0, 100.0)
@@ -86,7 +85,7 @@ def sweep(
     """Every rung at every point, on one broker stack; a run that fails is a point too."""
     points = []
     with ExitStack() as opened:
-        on_broker = any(issubclass(get_rung(rung), BrokerRung) for rung in rungs)
+        on_broker = any(info(rung).channel == "broker" for rung in rungs)
         stack = opened.enter_context(Stack(settings)) if on_broker else None
         started: dict[str, Rung] = {}
         for name, x, job in jobs(quick):

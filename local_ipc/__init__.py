@@ -1,1 +1,1 @@
-"""One module per local rung, all implementing ladder.rung.Rung."""
+"""One module per local rung, all implementing core.rung.Rung."""

@@ -19,13 +19,14 @@ from collections.abc import Callable
 from concurrent.futures import BrokenExecutor, Executor, Future
 from typing import TypeVar
 
-from ladder.errors import RunFailed
-from ladder.jobs import Job, PipelineJob, SumJob, TicketsJob
-from ladder.results import Consumed
-from ladder.rung import PROGRESS_EVERY, Progress, Rung, no_progress
-from local_ipc.processes import pool_death, process_pool, start_fork_server, stop_pool
-from tasks.tickets import MemoryStore, Sales
-from tasks.workloads import STOP, Item, make_item, sum_range, work
+from core.errors import RunFailed
+from core.forkserver import pool_death, process_pool, start_fork_server, stop_pool
+from core.jobs import Job, PipelineJob, SumJob, TicketsJob
+from core.results import Consumed, Sales
+from core.rung import PROGRESS_EVERY, Progress, Rung, no_progress
+from core.work import Item
+from tasks.tickets import MemoryStore
+from tasks.workloads import STOP, make_item, sum_range, work
 
 T = TypeVar("T")
 
@@ -59,7 +60,6 @@ async def in_pool(pool: Executor, fn: Callable[..., T], *args: object) -> T:
 
 class AsyncioRung(Rung):
     name = "asyncio"
-    teaches = "one thread, cooperative switching at each await; CPU work via run_in_executor"
 
     def prepare(self, job: Job) -> None:
         start_fork_server()

@@ -12,10 +12,11 @@ from collections.abc import Iterable, Sequence
 from multiprocessing.process import BaseProcess
 from typing import Any, Protocol
 
-from ladder import interrupt
-from ladder.jobs import PipelineJob
-from ladder.results import Consumed
-from ladder.rung import PROGRESS_EVERY, Progress
+from core import interrupt
+from core.forkserver import Count
+from core.jobs import PipelineJob
+from core.results import Consumed
+from core.rung import PROGRESS_EVERY, Progress
 from tasks.workloads import (
     STOP,
     batches,
@@ -30,12 +31,6 @@ from tasks.workloads import (
 class Channel(Protocol):
     def put(self, obj: Any, block: bool = True, timeout: float | None = None) -> None: ...
     def get(self, block: bool = True, timeout: float | None = None) -> Any: ...
-
-
-class Count(Protocol):
-    """A number one worker keeps and another reads (a shared-memory value, for processes)."""
-
-    value: int
 
 
 def produce(channel: Channel, ids: range, job: PipelineJob, sent: Count | None = None) -> None:

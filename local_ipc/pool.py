@@ -22,11 +22,11 @@ from concurrent.futures import BrokenExecutor, Executor, Future, as_completed
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any, Generic, TypeVar
 
-from ladder.errors import RunFailed
-from ladder.jobs import PipelineJob, SumJob, TicketsJob
-from ladder.results import Consumed
-from ladder.rung import PROGRESS_EVERY, Progress, Rung, no_progress
-from tasks.tickets import Sales, Store, buy
+from core.errors import RunFailed
+from core.jobs import PipelineJob, SumJob, TicketsJob
+from core.results import Consumed, Sales
+from core.rung import PROGRESS_EVERY, Progress, Rung, no_progress
+from tasks.tickets import Store, buy
 from tasks.workloads import handle_item, make_item, sum_range
 
 PoolT = TypeVar("PoolT", bound=Executor)

@@ -17,9 +17,7 @@ from contextlib import AbstractContextManager, contextmanager
 from multiprocessing.managers import SyncManager
 from typing import Any
 
-from ladder.jobs import Job
-from local_ipc.pool import PoolRung
-from local_ipc.processes import (
+from core.forkserver import (
     CONTEXT,
     pool_death,
     process_pool,
@@ -27,12 +25,13 @@ from local_ipc.processes import (
     start_fork_server,
     stop_pool,
 )
+from core.jobs import Job
+from local_ipc.pool import PoolRung
 from tasks.tickets import MappingStore, Store
 
 
 class ProcessPoolRung(PoolRung[ProcessPoolExecutor]):
     name = "process-pool"
-    teaches = "concurrent.futures with processes: the same API, CPU-bound work across cores"
 
     def prepare(self, job: Job) -> None:
         start_fork_server()

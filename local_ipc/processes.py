@@ -29,46 +29,34 @@ import queue
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Callable, Sequence
 from multiprocessing.process import BaseProcess
 from multiprocessing.queues import JoinableQueue, Queue
 from multiprocessing.synchronize import Barrier, Lock
 from pathlib import Path
 from threading import BrokenBarrierError
 from types import FrameType
-from typing import Any, TypeAlias
+from typing import Any
 
-from ladder import interrupt, procs
-from ladder.errors import RunFailed
-from ladder.jobs import Job, PipelineJob, SumJob, TicketsJob
-from ladder.results import Consumed
-from ladder.rung import Progress, Rung, no_progress
-from local_ipc.loops import Channel, Count, collect, consume, produce, put_all, sum_chunks
-from tasks.tickets import FileStore, Sales, buy
+from core import interrupt, procs
+from core.errors import RunFailed
+from core.forkserver import (
+    CONTEXT,
+    Child,
+    Count,
+    how_it_ended,
+    sent_counter,
+    shared_count,
+    start_fork_server,
+    stop_processes,
+)
+from core.jobs import Job, PipelineJob, SumJob, TicketsJob
+from core.results import Consumed, Sales
+from core.rung import Progress, Rung, no_progress
+from local_ipc.loops import Channel, collect, consume, produce, put_all, sum_chunks
+from tasks.tickets import FileStore, buy
 from tasks.workloads import STOP
 
-# Children start from a fork server: a clean process, started once, that forks a
-# child per request. A plain fork would copy whatever the parent holds, among it a
-# broker client's sockets, which kombu's after-fork hooks then try to close from the
-# child, hanging it. The server imports, once, the main script and every module a
-# child may need (the registry imports all rungs; the rest is what `ladder` imports),
-# so that a child starts in milliseconds instead of re-importing them all.
-CONTEXT = multiprocessing.get_context("forkserver")
-CONTEXT.set_forkserver_preload(
-    [
-        "__main__",
-        "ladder.registry",
-        "ladder.bench",
-        "ladder.demo",
-        "ladder.findings",
-        "ladder.report",
-        "rich.progress",
-    ]
-)
-
-
-_fork_server_ready = False
 # How long a buyer waits for the others to start before it buys anyway.
 START_TIMEOUT_S = 30.0
 # How often the parent's waits look at the children and the progress.
@@ -77,139 +65,6 @@ POLL_S = 0.1
 # consumers have to send it.
 REPORT_NOW = signal.SIGUSR1
 REPORT_S = 10.0
-
-
-def start_fork_server() -> None:
-    """Start the fork server and wait for its imports, so they are not timed as a run's."""
-    global _fork_server_ready
-    if not _fork_server_ready:
-        warm_up = Child(target=time.sleep, args=(0,), name="warm-up")
-        warm_up.start()
-        warm_up.join()
-        _fork_server_ready = True
-
-
-def quiet_child() -> None:
-    """In a child: Ctrl-C and SIGTERM are the parent's to handle; it stops its children.
-
-    A child the parent could not stop (the parent was killed with SIGKILL, say) still
-    ends with it. The child's own parent is the fork server, which lives as long as
-    some process holds its "alive" pipe: the parent, and by default every child too, so
-    that a child could start children of its own. Ours start none, so each lets go of
-    the pipe: the fork server then exits with the parent, and the child, told to by
-    Linux, with the fork server.
-    """
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    procs.die_with_parent()
-    # The pipe's write end, as the fork server handed it to this child (CPython keeps it
-    # here; there is no public way to let go of it).
-    server: Any = multiprocessing.forkserver._forkserver
-    if server._forkserver_alive_fd is not None:
-        os.close(server._forkserver_alive_fd)
-        server._forkserver_alive_fd = None
-
-
-def process_pool(workers: int) -> ProcessPoolExecutor:
-    """A ProcessPoolExecutor whose workers are forked and leave interruptions to us."""
-    return ProcessPoolExecutor(max_workers=workers, mp_context=CONTEXT, initializer=quiet_child)
-
-
-# How much of a child's last error it keeps for its parent to tell.
-REASON_BYTES = 300
-
-
-class Child(multiprocessing.context.ForkServerProcess):
-    """A child that leaves interruptions to its parent, and says why it failed in one
-    line: an error is not printed as a traceback on the parent's terminal (a broker out
-    of memory would print one per child), but kept in shared memory for the parent, which
-    tells of the death (how_it_ended), and the child exits with code 1."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._reason = CONTEXT.RawArray("c", REASON_BYTES)
-
-    @property
-    def reason(self) -> str:
-        """The child's error, in one line; empty while it has none."""
-        return bytes(self._reason.value).decode(errors="replace")
-
-    def run(self) -> None:
-        quiet_child()
-        try:
-            super().run()
-        except Exception as error:
-            said = " ".join(f"{type(error).__name__}: {error}".split())
-            self._reason.value = said.encode()[: REASON_BYTES - 1]
-            raise SystemExit(1) from None
-
-
-def stop_processes(processes: Iterable[BaseProcess], timeout_s: float = 5.0) -> None:
-    """Terminate what is still running, then kill what ignores it: no orphans."""
-    alive = [p for p in processes if p.is_alive()]
-    for process in alive:
-        process.terminate()
-    deadline = time.monotonic() + timeout_s
-    for process in alive:
-        process.join(max(0.0, deadline - time.monotonic()))
-    for process in alive:
-        if process.is_alive():
-            process.kill()
-            process.join()
-
-
-SentCounter: TypeAlias = Count
-
-
-def shared_count() -> Count:
-    """A number one child writes and the parent reads, in shared memory, still readable
-    after the child died, even by SIGKILL. It has no lock: a lock held by a child killed
-    mid-write would never be released, and the parent's next read would wait for ever."""
-    count: Count = CONTEXT.RawValue("q", 0)
-    return count
-
-
-def sent_counter() -> SentCounter:
-    """How many items one producer has sent, in memory shared with it."""
-    return shared_count()
-
-
-def how_it_ended(process: BaseProcess) -> str:
-    """How a child exited, in a phrase: the signal that killed it, or its error."""
-    code = process.exitcode
-    if code is not None and code < 0:
-        return f"killed by {signal.Signals(-code).name}"
-    reason = process.reason if isinstance(process, Child) else ""
-    return reason or f"exit code {code}"
-
-
-def pool_workers(pool: ProcessPoolExecutor) -> list[BaseProcess]:
-    """The pool's worker processes. Before Python 3.14 (terminate_workers, kill_workers)
-    ProcessPoolExecutor has no public way to reach them: we read its _processes, a dict
-    of pid to Process, as those two methods do; None once the pool is shut down."""
-    workers: dict[int, BaseProcess] | None = getattr(pool, "_processes", None)
-    return list((workers or {}).values())
-
-
-def stop_pool(pool: ProcessPoolExecutor) -> None:
-    """Stop a pool at once: terminate its workers, then shut it down, cancelling the calls
-    still queued. shutdown alone would wait for every running call to finish; with no
-    worker left, the pool's own thread fails what it held and ends, and shutdown waits
-    for that, so that the thread is not left cleaning up as ladder exits."""
-    stop_processes(pool_workers(pool))
-    pool.shutdown(wait=True, cancel_futures=True)
-
-
-def pool_death(pool: ProcessPoolExecutor) -> str:
-    """Which worker of a broken pool died, and how, in one phrase."""
-    workers = pool_workers(pool)
-    # The pool's own thread saw the death; it terminates the other workers and reaps them
-    # all. Their exit codes are read once it is done: read while it reaps, one is lost.
-    pool.shutdown(wait=True)
-    terminated = -signal.SIGTERM
-    dead = [w for w in workers if w.exitcode not in (None, 0, terminated)]
-    dead = dead or [w for w in workers if w.exitcode]
-    return f"a worker of the pool died ({how_it_ended(dead[0]) if dead else 'how is unknown'})"
 
 
 def consumer_main(channel: Channel, results: Channel, job: PipelineJob, handled: Count) -> None:
@@ -251,8 +106,6 @@ def buyer_main(
 
 class ProcessesRung(Rung):
     name = "processes"
-    batches = True
-    teaches = "isolation: one interpreter per process, items pickled through pipes, sentinels, join"
 
     def prepare(self, job: Job) -> None:
         start_fork_server()

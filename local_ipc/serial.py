@@ -8,16 +8,15 @@ from __future__ import annotations
 
 import time
 
-from ladder.jobs import PipelineJob, SumJob, TicketsJob
-from ladder.results import Consumed
-from ladder.rung import PROGRESS_EVERY, Progress, Rung, no_progress
-from tasks.tickets import MemoryStore, Sales, buy
+from core.jobs import PipelineJob, SumJob, TicketsJob
+from core.results import Consumed, Sales
+from core.rung import PROGRESS_EVERY, Progress, Rung, no_progress
+from tasks.tickets import MemoryStore, buy
 from tasks.workloads import handle_item, make_item, sum_range
 
 
 class SerialRung(Rung):
     name = "serial"
-    teaches = "one loop, no concurrency: the baseline every speedup is measured against"
 
     def run_sum(self, job: SumJob, progress: Progress = no_progress) -> int:
         total = 0

@@ -18,7 +18,6 @@ from tasks.tickets import MemoryStore, Store
 
 class ThreadPoolRung(PoolRung[ThreadPoolExecutor]):
     name = "thread-pool"
-    teaches = "concurrent.futures with threads: submit, futures, as_completed, done callbacks"
 
     def executor(self, workers: int) -> ThreadPoolExecutor:
         return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pool")

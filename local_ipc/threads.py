@@ -13,18 +13,16 @@ from __future__ import annotations
 import queue
 import threading
 
-from ladder.jobs import PipelineJob, SumJob, TicketsJob
-from ladder.results import Consumed
-from ladder.rung import Progress, Rung, no_progress
+from core.jobs import PipelineJob, SumJob, TicketsJob
+from core.results import Consumed, Sales
+from core.rung import Progress, Rung, no_progress
 from local_ipc.loops import consume, produce, put_all, sum_chunks
-from tasks.tickets import MemoryStore, Sales, buy
+from tasks.tickets import MemoryStore, buy
 from tasks.workloads import STOP
 
 
 class ThreadsRung(Rung):
     name = "threads"
-    batches = True
-    teaches = "shared memory and the GIL: no gain on CPU-bound work, a real one on I/O"
 
     def run_sum(self, job: SumJob, progress: Progress = no_progress) -> int:
         chunks: queue.Queue[tuple[int, int] | None] = queue.Queue()

@@ -5,9 +5,10 @@ from __future__ import annotations
 import functools
 import os
 
-from consumers.recorder import Recorder
-from ladder.broker import RunKeys
-from ladder.settings import FALLBACK_BROKER_URL, Settings
+from core.broker import RunKeys
+from core.recorder import Recorder
+from core.settings import FALLBACK_BROKER_URL, Settings
+from core.work import Item, WorkKind
 from tasks import workloads
 
 # A worker finds its broker where the celery workers find theirs: CELERY_BROKER_URL.
@@ -21,9 +22,7 @@ def recorder() -> Recorder:
     return Recorder(BROKER_URL, name=f"ladder-peer-worker-{os.getpid()}")
 
 
-def handle(
-    item: workloads.Item, run_id: str, work_ms: float, work_kind: workloads.WorkKind
-) -> None:
+def handle(item: Item, run_id: str, work_ms: float, work_kind: WorkKind) -> None:
     """Check the item, do its work, record it once for the parent to verify."""
     item_id, latency_s = workloads.handle_item(workloads.check_item(item), work_ms, work_kind)
     recorder().record(RunKeys(run_id), item_id, latency_s)

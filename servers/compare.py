@@ -18,8 +18,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from ladder import procs
-from ladder.errors import BadInput, RunFailed
+from core import procs
+from core.errors import BadInput, RunFailed
 from servers import HOST, MODELS
 from servers.load import REQUESTS_PER_RUN, LoadResult, check, messages_for, run_load
 

@@ -16,8 +16,8 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from ladder.errors import BadInput, RunFailed
-from ladder.results import percentiles_ms
+from core.errors import BadInput, RunFailed
+from core.results import percentiles_ms
 from servers import protocol
 
 TIMEOUT_S = 10.0

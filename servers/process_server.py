@@ -19,7 +19,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from ladder import procs
+from core import procs
 from servers import protocol
 
 # A child costs about 1.5 MB of memory of its own, idle (measured), and up to a line's

@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from types import FrameType
 from typing import NoReturn
 
-from ladder.output import CheckedParser, guard_stdout
+from core.output import CheckedParser, guard_stdout
 from servers import HOST, PORT
 
 MAX_LINE_BYTES = 64 * 1024

@@ -14,14 +14,14 @@ import redis
 from celery import Celery
 from kombu.entity import Queue
 
-from consumers.recorder import Recorder
-from ladder.broker import RunKeys, client, transport_options
-from ladder.settings import FALLBACK_BROKER_URL, VISIBILITY_TIMEOUT_S
+from core.broker import RunKeys, client, transport_options
+from core.recorder import Recorder
+from core.settings import FALLBACK_BROKER_URL, VISIBILITY_TIMEOUT_S
+from core.work import CPU_QUEUE, IO_QUEUE, QUEUES, Item, WorkKind
 from tasks import workloads
 from tasks.tickets import RedisTickets
-from tasks.workloads import CPU_QUEUE, IO_QUEUE, QUEUES
 
-# Two queues, routed by the kind of work (tasks.workloads.CPU_QUEUE, IO_QUEUE): CPU-bound
+# Two queues, routed by the kind of work (core.work.CPU_QUEUE, IO_QUEUE): CPU-bound
 # tasks to workers with a process per core (prefork), waiting ones to workers with many
 # slots (threads). A worker started with no -Q serves both, and Celery's default queue
 # for a task sent by a client that knows no routes; `celery worker -Q cpu` or `-Q io`
@@ -62,7 +62,7 @@ CONFIG: dict[str, Any] = {
     "result_expires": 3600,
     "worker_hijack_root_logger": False,
     # A message that is not a task message is refused and logged, not fatal.
-    "broker_transport": "consumers.transport:Transport",
+    "broker_transport": "core.transport:Transport",
     "worker_consumer": "tasks.worker_consumer:RefusingConsumer",
 }
 
@@ -70,7 +70,7 @@ CONFIG: dict[str, Any] = {
 def make_app(broker_url: str | None, result_backend: str | None = None) -> Celery:
     """A Celery app with the project's settings, on the URLs given (Celery would take
     CELERY_BROKER_URL from the environment over them: ladder takes it out of its own, see
-    ladder.settings.forget_celery_variables); also a plain client that sends by name."""
+    core.settings.forget_celery_variables); also a plain client that sends by name."""
     app = Celery("tasks")
     app.conf.update(
         CONFIG,
@@ -119,9 +119,7 @@ def add_totals(totals: list[int]) -> int:
 # before, so a worker that dies mid-item leaves it to be delivered again;
 # reject_on_worker_lost makes that redelivery happen when a pool child is killed.
 @app.task(name="tasks.handle_item", acks_late=True, reject_on_worker_lost=True, ignore_result=True)
-def handle_item(
-    item: workloads.Item, run_id: str, work_ms: float = 0.0, work_kind: workloads.WorkKind = "io"
-) -> None:
+def handle_item(item: Item, run_id: str, work_ms: float = 0.0, work_kind: WorkKind = "io") -> None:
     keys = RunKeys(workloads.check_run_id(run_id))
     work = workloads.check_work(work_ms, work_kind)
     item_id, latency_s = workloads.handle_item(workloads.check_item(item), *work)
@@ -131,10 +129,10 @@ def handle_item(
 # The same for a batch: one message, one task, many items, each recorded once.
 @app.task(name="tasks.handle_batch", acks_late=True, reject_on_worker_lost=True, ignore_result=True)
 def handle_batch(
-    items: list[workloads.Item],
+    items: list[Item],
     run_id: str,
     work_ms: float = 0.0,
-    work_kind: workloads.WorkKind = "io",
+    work_kind: WorkKind = "io",
 ) -> None:
     keys = RunKeys(workloads.check_run_id(run_id))
     work = workloads.check_work(work_ms, work_kind)

@@ -16,9 +16,10 @@ import threading
 import time
 from collections.abc import MutableMapping
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
+
+from core.results import Sales
 
 if TYPE_CHECKING:
     import redis
@@ -33,26 +34,6 @@ LOCK_TIMEOUT_S = 5.0
 # milliseconds it is held, so buyers would mostly sleep.
 LOCK_POLL_S = 0.001
 LOCK_WAIT_S = 30.0
-
-
-@dataclass
-class Sales:
-    """What one run of buyers came to: each buyer told yes (sold) or no (turned away)."""
-
-    sold: int = 0
-    turned_away: int = 0
-    left: int = 0  # what the store shows at the end
-    at_once: int = 1  # buyers that ran at the same time: with one, no race can happen
-
-    def add(self, bought: bool) -> None:
-        if bought:
-            self.sold += 1
-        else:
-            self.turned_away += 1
-
-    def extend(self, other: Sales) -> None:
-        self.sold += other.sold
-        self.turned_away += other.turned_away
 
 
 class Store(Protocol):

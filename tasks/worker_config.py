@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import sys
 
-from ladder.broker import transport_options
-from ladder.errors import BadInput
-from ladder.settings import FALLBACK_BROKER_URL, Settings
+from core.broker import transport_options
+from core.errors import BadInput
+from core.settings import FALLBACK_BROKER_URL, Settings
 
 try:
     _settings = Settings.load()

@@ -10,7 +10,7 @@ from typing import Any
 
 from celery.worker.consumer import Consumer
 
-from ladder.settings import VISIBILITY_TIMEOUT_S
+from core.settings import VISIBILITY_TIMEOUT_S
 
 # Task message headers Celery reads for every task without checking their type (it
 # checks the task's name, time limits, eta and expires itself): with an id of null, or

@@ -7,11 +7,23 @@ import cleanly in a Celery worker. Items are plain dicts so that they travel as 
 from __future__ import annotations
 
 import math
-import re
 import time
 from collections.abc import Iterator, Sequence
-from typing import Any, Literal
+from typing import Any
 
+from core.work import (
+    MAX_BATCH,
+    MAX_BUYERS,
+    MAX_CHUNKS,
+    MAX_GAP_MS,
+    MAX_N,
+    MAX_WORK_MS,
+    RUN_ID,
+    WORK_KINDS,
+    Item,
+    WorkKind,
+    expected_sum,
+)
 from tasks.tickets import BUYER_MODES
 
 # End of stream: one per consumer, put after every producer has finished.
@@ -23,36 +35,6 @@ STOP = None
 # time-based spin, so that threads sharing the GIL cannot appear to overlap it.
 LOOPS_PER_MS = 16_000
 
-WorkKind = Literal["io", "cpu"]
-# The Celery queues that carry each kind of work (tasks/celery_app.py routes them), and
-# Celery's own default, for a task sent by a client that knows no routes.
-CPU_QUEUE, IO_QUEUE, DEFAULT_QUEUE = "cpu", "io", "celery"
-QUEUES = (CPU_QUEUE, IO_QUEUE, DEFAULT_QUEUE)
-
-
-def queue_for(kind: WorkKind, work_ms: float) -> str:
-    """The queue of a task whose work is work_ms of `kind`: CPU work needs processes."""
-    return CPU_QUEUE if kind == "cpu" and work_ms > 0 else IO_QUEUE
-
-
-WORK_KINDS: tuple[WorkKind, ...] = ("io", "cpu")
-Item = dict[str, Any]
-
-# The limits of a job (ladder/jobs.py checks a job against them when it is made) and of
-# the work a worker takes from a queue (the checks below), which anyone may write to.
-MAX_N = 10_000_000_000
-MAX_CHUNKS = 100_000
-MAX_WORK_MS = 60_000.0
-MAX_BATCH = 100_000
-MAX_BUYERS = 10_000_000
-MAX_GAP_MS = 60_000.0
-# The most a message's body may take once decoded, in bytes: what producers may send
-# and what a consumer's transport takes from the broker.
-MAX_MESSAGE_BYTES = 16 * 1024 * 1024
-# A run's id, as ladder.broker.RunKeys.new makes it: every key of the run is under
-# ladder:<run id>:, so an id of any other shape could name keys outside it.
-RUN_ID = re.compile(r"[0-9a-f]{12}")
-
 
 def sum_range(start: int, stop: int) -> int:
     """Add start + ... + stop - 1 one number at a time: CPU-bound on purpose."""
@@ -60,17 +42,6 @@ def sum_range(start: int, stop: int) -> int:
     for number in range(start, stop):
         total += number
     return total
-
-
-def chunk_ranges(n: int, chunks: int) -> list[tuple[int, int]]:
-    """Split 1..n into `chunks` half-open ranges of nearly equal length."""
-    bounds = [1 + (n * k) // chunks for k in range(chunks + 1)]
-    return [(bounds[k], bounds[k + 1]) for k in range(chunks)]
-
-
-def expected_sum(n: int) -> int:
-    """1 + 2 + ... + n, the closed form every sum run is checked against."""
-    return n * (n + 1) // 2
 
 
 def make_item(item_id: int, payload: str) -> Item:

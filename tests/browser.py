@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from ladder import procs
+from core import procs
 
 CHROMIUM_TIMEOUT_S = 60.0
 

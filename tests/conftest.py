@@ -10,8 +10,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from consumers.celery_workers import CeleryWorkers, Topology
-from ladder.stack import RedisServer
+from core.celery_workers import CeleryWorkers, Topology
+from core.stack import RedisServer
 
 
 @pytest.fixture(scope="session")

@@ -28,7 +28,7 @@ from typing import IO
 
 import yaml
 
-from ladder import procs
+from core import procs
 
 ROOT = Path(__file__).resolve().parent.parent
 DEBIAN_MIRROR = "http://deb.debian.org/debian"

@@ -20,17 +20,18 @@ from typing import Any, ClassVar, Self
 
 import pytest
 
-from consumers.celery_workers import CeleryWorkers
-from ladder.broker import RunKeys, client
-from ladder.jobs import PipelineJob
+from core import forkserver
+from core.broker import RunKeys, client
+from core.celery_workers import CeleryWorkers
+from core.jobs import PipelineJob
+from core.results import RunResult
+from core.settings import Settings
+from core.work import IO_QUEUE as CELERY_QUEUE
 from ladder.memory import MB, PeakRss
 from ladder.registry import RUNGS
-from ladder.results import RunResult
 from ladder.runner import run
-from ladder.settings import Settings
-from local_ipc import processes, threads
-from producers.broker_rung import room_check_every
-from tasks.workloads import IO_QUEUE as CELERY_QUEUE
+from local_ipc import threads
+from producers.sending import room_check_every
 
 QUEUE_SIZE = 20
 # One consumer with 5 ms of work per item against two producers with none: the queue
@@ -181,14 +182,14 @@ def test_threads_queue_stays_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.mark.timeout(30)
 def test_processes_queue_stays_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     built: list[Any] = []
-    make_queue = processes.CONTEXT.Queue
+    make_queue = forkserver.CONTEXT.Queue
 
     def recording_queue(maxsize: int = 0) -> Any:
         channel = make_queue(maxsize)
         built.append((maxsize, channel))
         return channel
 
-    monkeypatch.setattr(processes.CONTEXT, "Queue", recording_queue)
+    monkeypatch.setattr(forkserver.CONTEXT, "Queue", recording_queue)
     with RUNGS["processes"](Settings()) as rung:
         rung.prepare(SLOW_CONSUMER)
         built.clear()  # the fork server's warm-up, if any

@@ -36,26 +36,19 @@ import redis
 from celery import Celery
 from kombu.connection import Connection
 
-from consumers.celery_workers import CeleryWorkers, Topology
 from consumers.kombu_consumer import consume, sum_worker
-from consumers.recorder import Recorder
 from consumers.ticket_buyers import buyers_queue, ready_key
 from consumers.ticket_buyers import serve as serve_buyers
-from ladder.broker import RunKeys, client
-from ladder.jobs import PipelineJob, TicketsJob
-from ladder.stack import RedisServer
-from local_ipc.processes import Child, stop_processes
+from core.broker import RunKeys, client
+from core.celery_workers import CeleryWorkers, Topology
+from core.forkserver import Child, stop_processes
+from core.jobs import PipelineJob, TicketsJob
+from core.recorder import Recorder
+from core.stack import RedisServer
+from core.work import IO_QUEUE, MAX_BATCH, MAX_BUYERS, MAX_CHUNKS, MAX_MESSAGE_BYTES
 from tasks.celery_app import make_app
 from tasks.tickets import RedisTickets
-from tasks.workloads import (
-    IO_QUEUE,
-    MAX_BATCH,
-    MAX_BUYERS,
-    MAX_CHUNKS,
-    MAX_MESSAGE_BYTES,
-    STOP,
-    make_item,
-)
+from tasks.workloads import STOP, make_item
 from tests.watch import wait_for
 
 CELERY_QUEUE = IO_QUEUE  # where tasks.handle_item goes

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import pytest
 
-from ladder.errors import BadInput
-from ladder.jobs import PipelineJob
-from ladder.registry import RUNGS
+from core.errors import BadInput
+from core.jobs import PipelineJob
+from core.settings import Settings
+from ladder.registry import RUNGS, names
 from ladder.runner import run
-from ladder.settings import Settings
 
-BATCHING = [name for name, rung in RUNGS.items() if rung.batches]
+BATCHING = names(batches=True)
 
 
 def test_the_batching_rungs() -> None:

@@ -7,11 +7,11 @@ from collections.abc import Callable
 
 import pytest
 
+from core.jobs import Job, PipelineJob
+from core.results import RunResult
+from core.settings import Settings
 from ladder import bench, limits
-from ladder.jobs import Job, PipelineJob
 from ladder.memory import Peak
-from ladder.results import RunResult
-from ladder.settings import Settings
 
 TINY = PipelineJob(items=200, producers=1, consumers=1, payload_bytes=16)
 

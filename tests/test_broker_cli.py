@@ -21,10 +21,10 @@ from pathlib import Path
 import psutil
 import pytest
 
-from consumers.celery_workers import CeleryWorkers
-from ladder import procs
-from ladder.broker import client
-from ladder.stack import RedisServer
+from core import procs
+from core.broker import client
+from core.celery_workers import CeleryWorkers
+from core.stack import RedisServer
 from tests.proctree import cmdline, descendants, kill_all, running
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -23,8 +23,8 @@ import psutil
 import pytest
 import redis
 
-from ladder.broker import client
-from ladder.stack import RedisServer
+from core.broker import client
+from core.stack import RedisServer
 from tests.proctree import cmdline, descendants, kill_all, running
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -16,20 +16,21 @@ import psutil
 import pytest
 from celery import Celery
 
-from consumers.celery_workers import CeleryWorkers
-from ladder.broker import RunKeys, client
-from ladder.jobs import Job, PipelineJob, SumJob
-from ladder.registry import RUNGS
-from ladder.results import RunResult
-from ladder.rung import Rung
+from broker_ipc.base import BrokerRung
+from core.broker import RunKeys, client
+from core.celery_workers import CeleryWorkers
+from core.jobs import Job, PipelineJob, SumJob
+from core.results import RunResult
+from core.rung import Rung
+from core.settings import Settings
+from core.work import IO_QUEUE
+from ladder.registry import RUNGS, names
 from ladder.runner import run
-from ladder.settings import Settings
-from producers.broker_rung import BrokerRung
-from tasks.workloads import IO_QUEUE, make_item
+from tasks.workloads import make_item
 from tests.proctree import running
 from tests.watch import Counter, wait_for
 
-BROKER_RUNGS = [name for name, rung in RUNGS.items() if issubclass(rung, BrokerRung)]
+BROKER_RUNGS = names("broker")
 JSON_ONLY = {
     "task_serializer": "json",
     "accept_content": ["json"],

@@ -26,11 +26,11 @@ from typing import Any, NoReturn
 import pytest
 import redis
 
-from ladder import procs
+from core import procs
+from core.jobs import PipelineJob
+from core.settings import Settings
+from core.stack import redis_binary
 from ladder.demo import workloads
-from ladder.jobs import PipelineJob
-from ladder.settings import Settings
-from ladder.stack import redis_binary
 
 try:
     import yaml

@@ -26,7 +26,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from ladder import procs
+from core import procs
 from tests import engine
 from tests.browser import headless
 from tests.engine import ROOT, say

@@ -27,17 +27,17 @@ from pathlib import Path
 
 import pytest
 
-from consumers.celery_workers import CeleryWorkers, Topology
-from ladder.broker import client
-from ladder.jobs import PipelineJob
-from ladder.results import RunResult
+from broker_ipc.base import POLL_S
+from broker_ipc.celery_rung import CeleryRung
+from broker_ipc.kombu_rung import KombuRung
+from core.broker import client
+from core.celery_workers import CeleryWorkers, Topology
+from core.jobs import PipelineJob
+from core.results import RunResult
+from core.settings import Settings
+from core.stack import RedisServer
+from core.work import CPU_QUEUE, IO_QUEUE
 from ladder.runner import run
-from ladder.settings import Settings
-from ladder.stack import RedisServer
-from producers.broker_rung import POLL_S
-from producers.celery_producer import CeleryRung
-from producers.kombu_producer import KombuRung
-from tasks.workloads import CPU_QUEUE, IO_QUEUE
 from tests.watch import wait_for
 
 # Short, so that a dead consumer's messages come back within the test.
@@ -201,7 +201,7 @@ def test_redis_restarted_mid_run_celery_loses_nothing(
             )
         check_nothing_lost(result)
         assert result.outage_s >= REPORTED_DOWN_S, result.note
-        # Workers that crashed on the way (see consumers/celery_workers.py) were restarted.
+        # Workers that crashed on the way (see core/celery_workers.py) were restarted.
         print(f"celery workers restarted: {workers.restarts}")
         assert all(w.poll() is None for w in workers.processes)
     finally:

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from core.results import RunResult
 from ladder.demo import Row
 from ladder.findings import (
     BROKER_RUNGS,
@@ -19,7 +20,6 @@ from ladder.findings import (
 )
 from ladder.plot import plot_comparison
 from ladder.registry import RUNGS
-from ladder.results import RunResult
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

@@ -24,13 +24,13 @@ from typing import Any
 
 import pytest
 
-from consumers.celery_workers import CeleryWorkers
-from ladder import procs
-from ladder.jobs import PipelineJob, SumJob
+from broker_ipc.celery_rung import CeleryRung
+from core import procs
+from core.celery_workers import CeleryWorkers
+from core.jobs import PipelineJob, SumJob
+from core.settings import Settings
+from core.stack import Flower
 from ladder.runner import run
-from ladder.settings import Settings
-from ladder.stack import Flower
-from producers.celery_producer import CeleryRung
 from tests.browser import headless
 
 TASK_NAMES = {"tasks.sum_range", "tasks.add_totals", "tasks.handle_item"}

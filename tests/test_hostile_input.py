@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from ladder.errors import BadInput
-from ladder.settings import Settings
-from ladder.urls import check_url, mask_url
+from core.errors import BadInput
+from core.settings import Settings
+from core.urls import check_url, mask_url
 
 ROOT = Path(__file__).resolve().parents[1]
 LADDER = [sys.executable, "-m", "ladder.cli"]

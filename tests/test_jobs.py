@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from ladder.errors import BadInput, LadderError
-from ladder.jobs import (
+from core.errors import BadInput, LadderError
+from core.jobs import (
     MAX_CHUNKS,
     MAX_ITEMS,
     MAX_N,

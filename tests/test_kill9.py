@@ -26,10 +26,10 @@ from pathlib import Path
 import psutil
 import pytest
 
-from consumers.celery_workers import CeleryWorkers
+from core.broker import LEASE_S, client
+from core.celery_workers import CeleryWorkers
+from core.work import CPU_QUEUE, IO_QUEUE
 from ladder import netns
-from ladder.broker import LEASE_S, client
-from tasks.workloads import CPU_QUEUE, IO_QUEUE
 from tests.proctree import cmdline, descendants, kill_all, running
 
 ROOT = Path(__file__).resolve().parents[1]

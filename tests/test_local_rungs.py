@@ -11,17 +11,17 @@ from multiprocessing.queues import Queue
 
 import pytest
 
-from ladder.errors import BadInput
-from ladder.jobs import EndOfStream, Job, PipelineJob, SumJob
-from ladder.registry import RUNGS
-from ladder.results import RunResult
-from ladder.rung import Rung
+from core.errors import BadInput
+from core.forkserver import CONTEXT
+from core.jobs import EndOfStream, Job, PipelineJob, SumJob
+from core.results import RunResult
+from core.rung import Rung
+from core.work import WorkKind
+from ladder.registry import RUNGS, names
 from ladder.runner import run
-from local_ipc.processes import CONTEXT
-from tasks.workloads import WorkKind
 from tests.watch import Counter
 
-LOCAL_RUNGS = [name for name, rung in RUNGS.items() if rung.__module__.startswith("local_ipc")]
+LOCAL_RUNGS = names("local")
 
 
 def test_every_local_rung_is_found() -> None:

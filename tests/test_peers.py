@@ -12,14 +12,14 @@ import psutil
 import pytest
 import redis
 
+from broker_ipc.peer_rung import PEERS, PeerRung, load
+from core.broker import RunKeys
+from core.errors import BadInput
+from core.jobs import PipelineJob, SumJob
+from core.settings import Settings
+from core.stack import Stack
 from ladder import bench
-from ladder.broker import RunKeys
-from ladder.errors import BadInput
-from ladder.jobs import PipelineJob, SumJob
 from ladder.runner import run
-from ladder.settings import Settings
-from ladder.stack import Stack
-from peers.rung import PEERS, PeerRung, load
 from tests.proctree import running
 from tests.test_cli import check_bad_input, ladder
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from core.jobs import PipelineJob
 from ladder import netns
-from ladder.jobs import PipelineJob
 
 REASON = netns.unavailable()
 pytestmark = pytest.mark.skipif(REASON is not None, reason=f"no network namespaces: {REASON}")

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from core.settings import Settings
 from ladder import sweep
-from ladder.settings import Settings
 from ladder.sweep import Point
 
 PNG = b"\x89PNG\r\n\x1a\n"

@@ -13,22 +13,21 @@ from typing import Any
 
 import pytest
 
-from ladder.broker import RunKeys, client
-from ladder.errors import BadInput
-from ladder.jobs import TicketLock, TicketsJob
-from ladder.registry import RUNGS
-from ladder.results import RunResult, verify_tickets
-from ladder.rung import Rung
+from core.broker import RunKeys, client
+from core.errors import BadInput
+from core.jobs import TicketLock, TicketsJob
+from core.results import RunResult, Sales, verify_tickets
+from core.rung import Rung
+from core.settings import Settings
+from ladder.registry import RUNGS, names
 from ladder.runner import run
-from ladder.settings import Settings
 from local_ipc import deadlock
-from producers.broker_rung import BrokerRung
-from tasks.tickets import RedisTickets, Sales
+from tasks.tickets import RedisTickets
 from tests.test_cli import check_bad_input, ladder
 from tests.watch import Counter
 
-LOCAL_RUNGS = [name for name, rung in RUNGS.items() if rung.__module__.startswith("local_ipc")]
-BROKER_RUNGS = [name for name, rung in RUNGS.items() if issubclass(rung, BrokerRung)]
+LOCAL_RUNGS = names("local")
+BROKER_RUNGS = names("broker")
 RACY_LOCAL_RUNGS = [name for name in LOCAL_RUNGS if name != "serial"]
 
 SAFE = TicketsJob(tickets=30, buyers=60, workers=6, gap_ms=1.0)

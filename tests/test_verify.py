@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from ladder.jobs import PipelineJob, SumJob
-from ladder.results import Consumed, percentiles_ms, tally, verify_pipeline, verify_sum
+from core.jobs import PipelineJob, SumJob
+from core.results import Consumed, percentiles_ms, tally, verify_pipeline, verify_sum
 
 
 def consumed(ids: list[int], latency_s: float = 0.001) -> Consumed:

@@ -10,15 +10,18 @@ from __future__ import annotations
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from types import TracebackType
-from typing import TYPE_CHECKING, ClassVar, Self
+from typing import TYPE_CHECKING, ClassVar, Literal, Self
 
-from ladder.jobs import Job, PipelineJob, SumJob, TicketsJob
-from ladder.results import Consumed
-from ladder.settings import Settings
-from tasks.tickets import Sales
+from core.jobs import Job, PipelineJob, SumJob, TicketsJob
+from core.results import Consumed, Sales
+from core.settings import Settings
 
 if TYPE_CHECKING:
-    from consumers.celery_workers import WorkerShape
+    from core.celery_workers import WorkerShape
+    from core.stack import Stack
+
+# Where a rung's work moves: within this machine's memory, or through a message broker.
+Channel = Literal["local", "broker"]
 
 # Advance the progress bar by n units (numbers summed, items handled). Safe to call
 # from any thread of the parent process; rungs call it every PROGRESS_EVERY units at most.
@@ -31,18 +34,19 @@ def no_progress(n: int) -> None:
 
 
 class Rung:
-    """Base of every rung: a subclass sets name and teaches, and writes the three methods.
+    """Base of every rung: a subclass sets its name, and writes the three methods (what
+    the CLI shows of it before importing it is in ladder/registry.py).
 
     A rung is a context manager so that one with long-lived parts (a broker, workers)
     can start them on enter and stop them on exit, outside the timed runs.
     """
 
     name: ClassVar[str]
-    teaches: ClassVar[str]
-    # Whether the pipeline can move job.batch items per message (--batch).
-    batches: ClassVar[bool] = False
+    channel: ClassVar[Channel] = "local"
 
-    def __init__(self, settings: Settings | None = None) -> None:
+    def __init__(self, settings: Settings | None = None, stack: Stack | None = None) -> None:
+        """stack: the broker stack to run on, shared by several runs (a broker rung's;
+        a local rung has none, and takes none)."""
         self.settings = settings or Settings()
 
     def __enter__(self) -> Self:

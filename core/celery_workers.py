@@ -22,12 +22,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from celery import Celery
 from kombu.exceptions import OperationalError
 from redis.exceptions import RedisError
 
-from ladder import interrupt, procs
-from ladder.errors import RunFailed
-from tasks.workloads import QUEUES
+from core import interrupt, procs
+from core.broker import transport_options
+from core.errors import RunFailed
+from core.settings import VISIBILITY_TIMEOUT_S
+from core.work import QUEUES
 
 START_TIMEOUT_S = 60.0
 SUPERVISE_EVERY_S = 0.5
@@ -48,14 +51,31 @@ class Topology:
     queues: tuple[str, ...] = QUEUES
 
 
+def control_app(url: str, backend_url: str) -> Celery:
+    """A Celery client for remote control alone (ping, inspect): it sends no task, so it
+    needs the workers' broker and their JSON, not their tasks or routes (tasks/)."""
+    app = Celery("ladder-control", set_as_current=False)
+    app.conf.update(
+        broker_url=url,
+        result_backend=backend_url,
+        broker_transport="core.transport:Transport",
+        broker_transport_options=transport_options(VISIBILITY_TIMEOUT_S),
+        broker_connection_retry_on_startup=True,
+        accept_content=["json"],
+        result_accept_content=["json"],
+        task_serializer="json",
+        result_serializer="json",
+        event_serializer="json",
+    )
+    return app
+
+
 def ping_workers(
     url: str, backend_url: str, timeout_s: float = 2.0, limit: int | None = None
 ) -> list[str]:
     """The names of the workers that answer a ping on this broker, within timeout_s, or
     as soon as limit of them have answered."""
-    from tasks.celery_app import make_app
-
-    client = make_app(url, backend_url)
+    client = control_app(url, backend_url)
     try:
         replies = client.control.ping(timeout=timeout_s, limit=limit) or []
     except (OperationalError, RedisError, OSError):
@@ -82,9 +102,7 @@ class WorkerShape:
 
 def worker_shapes(url: str, backend_url: str, timeout_s: float = 1.0) -> list[WorkerShape]:
     """Every worker on this broker, as it answers inspect().stats() and active_queues()."""
-    from tasks.celery_app import make_app
-
-    client = make_app(url, backend_url)
+    client = control_app(url, backend_url)
     try:
         inspect = client.control.inspect(timeout=timeout_s)
         stats = inspect.stats() or {}

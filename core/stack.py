@@ -26,12 +26,12 @@ from typing import Self
 
 import redis
 
-from consumers.celery_workers import CeleryWorkers, Topology, ping_workers
-from ladder import interrupt, procs
-from ladder.broker import client, ping
-from ladder.errors import RunFailed
-from ladder.settings import Settings
-from ladder.urls import check_url, mask_url
+from core import interrupt, procs
+from core.broker import client, ping
+from core.celery_workers import CeleryWorkers, Topology, ping_workers
+from core.errors import RunFailed
+from core.settings import FLOWER_PORT, Settings
+from core.urls import check_url, mask_url
 
 REDIS_START_TIMEOUT_S = 10.0
 WORKER_WAIT_S = 4.0
@@ -110,7 +110,6 @@ class RedisServer:
             self.process = None
 
 
-FLOWER_PORT = 5555
 FLOWER_USER = "ladder"
 FLOWER_START_TIMEOUT_S = 30.0
 FLOWER_ATTEMPTS = 3

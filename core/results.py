@@ -8,8 +8,27 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from ladder.jobs import PipelineJob, SumJob, TicketsJob
-from tasks.tickets import Sales
+from core.jobs import PipelineJob, SumJob, TicketsJob
+
+
+@dataclass
+class Sales:
+    """What one run of buyers came to: each buyer told yes (sold) or no (turned away)."""
+
+    sold: int = 0
+    turned_away: int = 0
+    left: int = 0  # what the store shows at the end
+    at_once: int = 1  # buyers that ran at the same time: with one, no race can happen
+
+    def add(self, bought: bool) -> None:
+        if bought:
+            self.sold += 1
+        else:
+            self.turned_away += 1
+
+    def extend(self, other: Sales) -> None:
+        self.sold += other.sold
+        self.turned_away += other.turned_away
 
 
 @dataclass

@@ -20,8 +20,8 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-from ladder import interrupt
-from ladder.errors import RunFailed
+from core import interrupt
+from core.errors import RunFailed
 
 PR_SET_PDEATHSIG = 1
 

@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
-from ladder.errors import BadInput
+from core.errors import BadInput
 
 SCHEMES = ("redis", "rediss")
 EXAMPLE = "redis://[:password@]host[:port][/db]"

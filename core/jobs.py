@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, ClassVar, Literal
 
-from ladder.errors import BadInput
-from tasks.workloads import (
+from core.errors import BadInput
+from core.work import (
     MAX_BATCH,
     MAX_BUYERS,
     MAX_CHUNKS,

@@ -14,15 +14,16 @@ import time
 
 from celery import Celery
 
-from consumers.kombu_consumer import connect
 from consumers.ticket_buyers import buyers_queue, ready_key, serve
-from ladder import interrupt
-from ladder.broker import RunKeys, client
-from ladder.errors import RunFailed
-from ladder.jobs import TicketsJob
-from ladder.rung import Progress
-from local_ipc.processes import Child, stop_processes
-from tasks.tickets import RedisTickets, Sales
+from core import interrupt
+from core.broker import RunKeys, client
+from core.errors import RunFailed
+from core.forkserver import Child, stop_processes
+from core.jobs import TicketsJob
+from core.results import Sales
+from core.rung import Progress
+from core.transport import connect
+from tasks.tickets import RedisTickets
 from tasks.workloads import STOP
 
 POLL_S = 0.05

@@ -13,8 +13,8 @@ from collections.abc import Sequence
 
 import redis
 
-from ladder.broker import RunKeys, client
-from ladder.results import Consumed
+from core.broker import RunKeys, client
+from core.results import Consumed
 
 # For each (id, latency) pair: count the delivery; only the first one of an id goes on
 # the handled list, a line "<id> <latency_s>" appended to one string (read back in one

@@ -16,26 +16,29 @@ How a pipeline run over the broker ends, whatever went wrong on the way:
 from __future__ import annotations
 
 import contextlib
-import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from multiprocessing.process import BaseProcess
 from types import TracebackType
 from typing import Self
 
-from consumers.recorder import Recorder
-from ladder import interrupt
-from ladder.broker import BROKER_ERRORS, OUTAGE_ERRORS, RunKeys, client, describe
-from ladder.errors import RunFailed
-from ladder.jobs import Job, PipelineJob
-from ladder.results import Consumed
-from ladder.rung import Progress, Rung
-from ladder.settings import Settings
-from ladder.stack import Stack
-from local_ipc.processes import Child, how_it_ended, start_fork_server, stop_processes
-from local_ipc.processes import SentCounter as SentCounter
-from local_ipc.processes import sent_counter as sent_counter
-from tasks.workloads import Item, batches, make_message
+from core import interrupt
+from core.broker import BROKER_ERRORS, OUTAGE_ERRORS, RunKeys, describe
+from core.errors import RunFailed
+from core.forkserver import (
+    Child,
+    SentCounter,
+    how_it_ended,
+    sent_counter,
+    start_fork_server,
+    stop_processes,
+)
+from core.jobs import Job, PipelineJob
+from core.recorder import Recorder
+from core.results import Consumed
+from core.rung import Progress, Rung
+from core.settings import Settings
+from core.stack import Stack
 
 POLL_S = 0.1
 # kombu's Redis transport takes a message off the list (BRPOP) and only then, in the
@@ -47,35 +50,10 @@ POLL_S = 0.1
 RESEND_MARGIN_S = 10.0
 
 
-def room_check_every(queue_size: int) -> int:
-    """How often a producer asks the queue's length: a Redis list has no maxsize."""
-    return max(1, min(100, queue_size // 4))
-
-
-def send_all(
-    url: str,
-    queue_key: str,
-    send: Callable[[Item | list[Item]], None],
-    ids: Sequence[int],
-    job: PipelineJob,
-    sent: SentCounter,
-) -> None:
-    """A task queue's producer: send(message) for the items of ids, job.batch per message,
-    pausing while the Redis list queue_key holds job.broker_queue_size messages."""
-    redis = client(url, name=f"ladder-producer-{os.getpid()}", ride_out=True)
-    bound = job.broker_queue_size
-    every = room_check_every(bound)
-    for count, part in enumerate(batches(ids, job.batch)):
-        message = make_message(part, job.payload, job.batched, job.produce_ms)
-        if count % every == 0:
-            while redis.llen(queue_key) >= bound:
-                time.sleep(0.005)
-        send(message)
-        sent.value += len(part)
-
-
 class BrokerRung(Rung):
     """Base of the broker rungs: runs on a given stack, or starts and stops its own."""
+
+    channel = "broker"
 
     def __init__(self, settings: Settings | None = None, stack: Stack | None = None) -> None:
         super().__init__(settings)

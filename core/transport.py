@@ -16,15 +16,18 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from queue import Empty
 from typing import Any
 
+from kombu.connection import Connection
 from kombu.transport import redis as kombu_redis
 from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import dumps, loads
 
-from ladder.broker import LEASE_S, PREFIX
-from tasks.workloads import MAX_MESSAGE_BYTES
+from core.broker import LEASE_S, PREFIX, transport_options
+from core.work import MAX_MESSAGE_BYTES
 
 log = logging.getLogger(__name__)
 
@@ -309,3 +312,30 @@ class Channel(kombu_redis.Channel):
 
 class Transport(kombu_redis.Transport):
     Channel = Channel
+
+
+# How long a producer or consumer waits before it connects again after an outage.
+RECONNECT_S = 0.5
+
+
+def connect(url: str, visibility_timeout_s: float, name: str | None = None) -> Connection:
+    """A kombu connection to the broker that gives back what a dead consumer held;
+    `name` shows in Redis's CLIENT LIST."""
+    options: dict[str, Any] = {**transport_options(visibility_timeout_s), "client_name": name}
+    return Connection(url, transport=Transport, transport_options=options)
+
+
+@contextmanager
+def session(url: str, visibility_timeout_s: float, name: str) -> Iterator[Connection]:
+    """A connection closed on the way out, or just dropped when the broker is gone:
+    closing would talk to a broker that is not there."""
+    connection = connect(url, visibility_timeout_s, name)
+    closed_cleanly = False
+    try:
+        yield connection
+        closed_cleanly = True
+    finally:
+        if closed_cleanly:
+            connection.release()
+        else:
+            connection.collect()

@@ -1,6 +1,6 @@
 """A peer as a rung of the bench: its workers started for a job's shape, one producer
 process sending through the peer's own client, the run watched and verified as the
-celery rung's is (producers.broker_rung).
+celery rung's is (broker_ipc.base).
 
 The shape mirrors the celery rung's topology(): min(consumers, cores) processes, the
 consumers spread over them as threads where the peer has threads (RQ has none: one
@@ -18,17 +18,20 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from ladder import procs
-from ladder.broker import RunKeys
-from ladder.errors import BadInput
-from ladder.jobs import Job, PipelineJob
-from ladder.results import Consumed
-from ladder.rung import Progress, no_progress
-from ladder.settings import Settings
-from ladder.stack import Stack
-from producers.broker_rung import BrokerRung, SentCounter, send_all
-from producers.celery_producer import topology
-from tasks.workloads import Item, make_message
+from broker_ipc.base import BrokerRung
+from broker_ipc.celery_rung import topology
+from core import procs
+from core.broker import RunKeys
+from core.errors import BadInput
+from core.forkserver import SentCounter
+from core.jobs import Job, PipelineJob
+from core.results import Consumed
+from core.rung import Progress, no_progress
+from core.settings import Settings
+from core.stack import Stack
+from core.work import Item
+from producers.sending import send_all
+from tasks.workloads import make_message
 
 PEERS = ("dramatiq", "huey", "rq")
 START_TIMEOUT_S = 60.0
@@ -69,7 +72,6 @@ class PeerRung(BrokerRung):
     """One peer (dramatiq, huey or rq) on the stack's Redis; pipeline only."""
 
     name = "peer"
-    teaches = "what Celery's nearest alternatives do with the same items"
 
     def __init__(self, peer: str, settings: Settings | None = None, stack: Stack | None = None):
         super().__init__(settings, stack)

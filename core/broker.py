@@ -21,8 +21,8 @@ from kombu.exceptions import KombuError, OperationalError
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-from ladder.errors import RunFailed
-from ladder.urls import mask_url
+from core.errors import RunFailed
+from core.urls import mask_url
 
 log = logging.getLogger("ladder")
 

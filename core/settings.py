@@ -13,12 +13,14 @@ from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from ladder.errors import BadInput
-from ladder.urls import check_url, printable
+from core.errors import BadInput
+from core.urls import check_url, printable
 
 # What a worker started from a plain shell, with no URL in its environment, serves: the
 # local Redis (rather than Celery's own default, an AMQP broker).
 FALLBACK_BROKER_URL = "redis://127.0.0.1:6379/0"
+# Flower's usual port, where the embedded stack starts it unless told otherwise.
+FLOWER_PORT = 5555
 
 # Celery reads many variables of this prefix: its URLs (before its own app.conf), a
 # module to configure it from, a loader, its workers' limits. Left in ladder's
