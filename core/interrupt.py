@@ -1,9 +1,10 @@
 """Ctrl-C and SIGTERM, made reliable: a flag that every wait loop checks.
 
 The signal handler raises at once, which stops the run wherever it is, except when
-Python runs it inside a __del__ or __set_name__ (the garbage collector, an import),
-where an exception would be swallowed or rewrapped: then only the flag is set, and
-the next wait loop raises.
+Python runs it inside a __del__, a __set_name__ or the weak-reference callback that
+frees an import's module lock (the garbage collector, a class body, a lazy import of
+celery mid-run), where an exception would be swallowed, printed or rewrapped: then only
+the flag is set, and the next wait loop raises.
 """
 
 from __future__ import annotations
@@ -25,6 +26,15 @@ class Terminated(BaseException):
 
 
 FRAGILE = ("__del__", "__set_name__")
+# Weak-reference callbacks, whose exceptions Python prints and drops, by qualified name
+# (a bare "cb" or "remove" would match too much): importlib's module locks, and the
+# weak containers that the logging, threading and multiprocessing modules keep.
+FRAGILE_QUALIFIED = (
+    "_get_module_lock.<locals>.cb",
+    "WeakValueDictionary.__init__.<locals>.remove",
+    "WeakKeyDictionary.__init__.<locals>.remove",
+    "WeakSet.__init__.<locals>._remove",
+)
 _requested: int | None = None
 _main_pid = os.getpid()
 
@@ -41,9 +51,10 @@ def _handle(signum: int, frame: FrameType | None) -> None:
 
 
 def _in_fragile_frame(frame: FrameType | None) -> bool:
-    """True inside a __del__ or __set_name__, where Python swallows or rewraps exceptions."""
+    """True where Python swallows, prints or rewraps an exception instead of raising it."""
     while frame is not None:
-        if frame.f_code.co_name in FRAGILE:
+        code = frame.f_code
+        if code.co_name in FRAGILE or code.co_qualname in FRAGILE_QUALIFIED:
             return True
         frame = frame.f_back
     return False

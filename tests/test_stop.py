@@ -192,3 +192,28 @@ def test_a_signal_stops_a_sum_mid_work_within_10_s(
             assert running(alive) == [], [cmdline(p) for p in alive]
         finally:
             kill_all(process, recorded)
+
+
+@pytest.mark.parametrize("qualname", ["Thing.__del__", "_get_module_lock.<locals>.cb"])
+def test_a_signal_inside_a_callback_python_would_swallow_waits_for_the_next_check(
+    qualname: str,
+) -> None:
+    """A signal that lands in a __del__ or in the callback that frees an import's module
+    lock (a lazy import of celery mid-run) only sets the flag: raised there, Python would
+    print "Exception ignored in ..." and go on. The next check raises it."""
+    from core import interrupt
+
+    def handled_in() -> None:
+        interrupt._handle(signal.SIGINT, sys._getframe())
+
+    handled_in.__code__ = handled_in.__code__.replace(
+        co_name=qualname.rsplit(".", 1)[-1], co_qualname=qualname
+    )
+    try:
+        handled_in()  # no KeyboardInterrupt here
+        with pytest.raises(KeyboardInterrupt):
+            interrupt.check()
+        with pytest.raises(KeyboardInterrupt):
+            interrupt._handle(signal.SIGINT, sys._getframe())  # anywhere else: at once
+    finally:
+        interrupt._requested = None
