@@ -19,6 +19,7 @@ from ladder.cli.options import (
     pass_state,
 )
 from ladder.cli.output import Outcome, finish
+from ladder.progress import Progress
 from servers import HOST, MODELS, PORT
 
 
@@ -78,12 +79,12 @@ def load(
     from servers.load import check, messages_for, run_load
 
     if compare:
-        err = Console(stderr=True)
+        progress = Progress(Console(stderr=True), as_json)
         rows = servers.compare(
             models,
             connections or servers.CONNECTIONS,
             messages,
-            on_row=lambda row: None if as_json else err.print(servers.progress_line(row)),
+            on_row=lambda row: progress.say(servers.progress_line(row)),
         )
         records = [{"model": row.model, **row.load.to_dict()} for row in rows]
         shown: list[RenderableType] = [
