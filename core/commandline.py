@@ -2,7 +2,7 @@
 
 Bad input is one line on stderr and exit code 2; a failure is one line and exit 1; never
 a traceback. click's own usage error is several lines (Usage, Try, Error): here it is one,
-in argparse's words (`argument --n: ...`), which scripts and tests already read. A --help
+in argparse's words (`argument --n: ...`), which scripts and tests read. A --help
 that standard output could not take is one line and exit 1, not a silent exit 0.
 """
 

@@ -5,7 +5,7 @@
     ladder bench sweep [--quick]                         work per item and consumers grow
     ladder bench hosts [--quick]                         Celery workers on 1, 2, 3 hosts
 
-The spellings of before, `bench --sweep`, `--memory` and `--hosts`, still name them.
+`bench --sweep`, `bench --memory` and `bench --hosts` name the same benches.
 """
 
 from __future__ import annotations

@@ -48,8 +48,8 @@ pass_state = click.make_pass_decorator(State)
 
 
 class Group(click.Group):
-    """Commands listed in the order they were added, refused in argparse's words, as
-    ladder's were before click; its commands are LadderCommands."""
+    """Commands listed in the order they were added, a missing or unknown one refused in
+    argparse's words, which scripts and tests read; its commands are LadderCommands."""
 
     command_class = LadderCommand
 

@@ -32,7 +32,7 @@ examples:
 
 @command("run", help="Run one workload on one rung and verify it.", epilog=EXAMPLES)
 @click.option("--rung", "rung_name", required=True, type=RUNG, help=", ".join(INFO))
-@click.option("--workload", required=True, type=OneOf(list(WORKLOADS)), help=", ".join(WORKLOADS))
+@click.option("--workload", required=True, type=OneOf(list(WORKLOADS)))
 @job_options
 @broker_option
 @json_option()
