@@ -31,9 +31,9 @@ $(VENV)/.installed-run $(VENV)/.installed-dev: $(VENV)/.installed
 demo: $(VENV)/.installed
 	$(BIN)/ladder demo $(ARGS)
 
-# The whole bench by default, Celery's peers included; ARGS replaces that (--sweep, ...).
+# The whole bench by default, Celery's peers included; ARGS replaces that (sweep, memory, ...).
 bench: $(VENV)/.installed
-	$(BIN)/ladder bench $(or $(ARGS),--peers)
+	$(BIN)/ladder bench $(or $(ARGS),rungs --peers)
 
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest $(ARGS)

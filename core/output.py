@@ -9,11 +9,10 @@ could not be written.
 
 from __future__ import annotations
 
-import argparse
 import io
 import os
 import sys
-from typing import NoReturn, TextIO
+from typing import TextIO
 
 
 class GuardedOutput(io.TextIOBase):
@@ -86,14 +85,3 @@ def unwritten() -> str | None:
         return None
     stream.flush()
     return stream.error
-
-
-class CheckedParser(argparse.ArgumentParser):
-    """argparse, but a --help that standard output could not take is one line on stderr
-    and exit 1: argparse ignores a failed write and exits 0, as if the help was shown."""
-
-    def exit(self, status: int = 0, message: str | None = None) -> NoReturn:
-        if status == 0 and (error := unwritten()):
-            print(f"ladder: error: cannot write the output: {error}", file=sys.stderr)
-            status = 1
-        super().exit(status, message)

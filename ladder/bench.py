@@ -301,11 +301,13 @@ def measure(
     settings: Settings,
     tick: Callable[[str], None],
     progress: Progress = no_progress,
+    done: Callable[[Case, RunResult], None] = lambda case, result: None,
 ) -> list[Measured]:
     """Every case `repeat` times, rounds interleaved. One broker stack (a private Redis,
     unless settings name a broker) and one instance of each rung serve every round, so
-    that no run pays for starting them. tick(name) is called as each case starts, and
-    progress(n) as a rung's run moves n more items or numbers.
+    that no run pays for starting them. tick(name) is called as each case starts,
+    progress(n) as a rung's run moves n more items or numbers, and done(case, result) as
+    each run ends.
 
     The RSS of every run is sampled over the processes that are the case's own
     (run_sessions)."""
@@ -340,6 +342,7 @@ def measure(
                 with PeakRss(sessions=sessions) as rss:
                     entry.runs.append(run_case(entry.case, rung, stack, progress))
                 entry.peaks.append(rss.peak())
+                done(entry.case, entry.runs[-1])
     share_runs(measured)
     return measured
 

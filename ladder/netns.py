@@ -26,7 +26,7 @@ import secrets
 import shutil
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -180,9 +180,14 @@ class HostsRun:
 THREADS_PER_HOST = 4
 
 
-def scale_out(job: PipelineJob, host_counts: Sequence[int] = (1, 2, 3)) -> list[HostsRun]:
+def scale_out(
+    job: PipelineJob,
+    host_counts: Sequence[int] = (1, 2, 3),
+    done: Callable[[HostsRun], None] = lambda run: None,
+) -> list[HostsRun]:
     """The job once per count: Redis on one host, one Celery worker on each of `count`
-    others, the producers here; each run verified as every run is."""
+    others, the producers here; each run verified as every run is. done(run) is called
+    as each count is measured."""
     runs = []
     with Hosts(max(host_counts)) as hosts:
         work = Path(hosts.folder.name)
@@ -191,6 +196,7 @@ def scale_out(job: PipelineJob, host_counts: Sequence[int] = (1, 2, 3)) -> list[
         try:
             for count in host_counts:
                 runs.append(run_on(hosts, hosts.workers[:count], url, job, work))
+                done(runs[-1])
         finally:
             redis.stop()
     return runs

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
 from rich.table import Table
 
 from core.results import RunResult
 
 if TYPE_CHECKING:
     from ladder.demo import Row
+    from ladder.registry import RungInfo
+    from local_ipc.deadlock import Outcome
 
 
 def fmt_rate(value: float) -> str:
@@ -57,16 +57,6 @@ def result_table(result: RunResult) -> Table:
     params = ", ".join(f"{k}={v}" for k, v in result.params.items())
     table.add_row("params", params)
     return table
-
-
-def print_result(result: RunResult, console: Console) -> None:
-    console.print(result_table(result))
-
-
-def to_json(results: RunResult | Sequence[RunResult]) -> str:
-    if isinstance(results, RunResult):
-        return json.dumps(results.to_dict())
-    return json.dumps([r.to_dict() for r in results], indent=2)
 
 
 def comparison_table(rows: Sequence[Row]) -> Table:
@@ -135,3 +125,24 @@ def worker_lines(rows: Sequence[Row]) -> list[str]:
             )
             lines.append(f"{row.label} on {row.result.rung}: served by {served}")
     return lines
+
+
+def rungs_table(rungs: Sequence[RungInfo]) -> Table:
+    table = Table(
+        "rung", "what it teaches", title="The ladder, bottom to top", title_justify="left"
+    )
+    for rung in rungs:
+        table.add_row(rung.name, rung.teaches)
+    return table
+
+
+def deadlock_table(outcomes: Sequence[Outcome]) -> Table:
+    table = Table(
+        "case", "deadlocked", "what happened", title="Two locks, two threads", title_justify="left"
+    )
+    for outcome in outcomes:
+        mark = "yes" if outcome.deadlocked else "no"
+        if not outcome.as_meant:
+            mark = f"[red]{mark} (unexpected)[/red]"
+        table.add_row(outcome.case, mark, outcome.detail)
+    return table

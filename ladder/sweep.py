@@ -80,9 +80,10 @@ def sweep(
     settings: Settings,
     quick: bool,
     rungs: Sequence[str] = RUNGS,
-    tick: Callable[[str], None] = lambda label: None,
+    done: Callable[[Point], None] = lambda point: None,
 ) -> list[Point]:
-    """Every rung at every point, on one broker stack; a run that fails is a point too."""
+    """Every rung at every point, on one broker stack; a run that fails is a point too.
+    done(point) is called as each point is measured."""
     points = []
     with ExitStack() as opened:
         on_broker = any(info(rung).channel == "broker" for rung in rungs)
@@ -90,21 +91,14 @@ def sweep(
         started: dict[str, Rung] = {}
         for name, x, job in jobs(quick):
             for rung in rungs:
-                tick(f"{name} = {x:g} on {rung}")
                 if rung not in started:
                     started[rung] = opened.enter_context(open_rung(rung, settings, stack))
                 result = run(started[rung], job)
-                points.append(
-                    Point(
-                        name,
-                        x,
-                        rung,
-                        result.throughput,
-                        ideal(job),
-                        result.verified,
-                        result.note,
-                    )
+                point = Point(
+                    name, x, rung, result.throughput, ideal(job), result.verified, result.note
                 )
+                points.append(point)
+                done(point)
     return points
 
 

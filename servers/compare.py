@@ -7,7 +7,6 @@ for each model: start `python -m servers.<model>_server --port 0`, read its port
 
 from __future__ import annotations
 
-import json
 import re
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -15,7 +14,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from rich.console import Console
 from rich.table import Table
 
 from core import procs
@@ -191,27 +189,3 @@ def progress_line(row: Row) -> str:
     mark = "ok" if load.ok else f"FAILED: {load.problem}"
     rate = f"{load.requests_per_s:>9,.0f} requests/s"
     return f"  {row.model:<8} K = {load.connections:<5,} {rate}  {mark}"
-
-
-def report(rows: Sequence[Row], as_json: bool, out: Console) -> None:
-    """`ladder load --compare`: the table and the findings, or one JSON list."""
-    if as_json:
-        print(json.dumps([{"model": row.model, **row.load.to_dict()} for row in rows]))
-        return
-    out.print(table(rows))
-    for sentence in findings(rows):
-        out.print(f"- {sentence}")
-
-
-def report_load(results: Sequence[LoadResult], as_json: bool, out: Console) -> None:
-    """`ladder load` against one server: a row per K, and what went wrong if anything did."""
-    if as_json:
-        print(json.dumps([result.to_dict() for result in results]))
-        return
-    out.print(load_table(results))
-    for result in results:
-        if not result.ok:
-            out.print(
-                f"- K = {result.connections}: {result.replies:,} of {result.requests:,} "
-                f"answered right; first problem: {result.problem}"
-            )

@@ -9,7 +9,6 @@ A client past a server's bound on open connections is told BUSY and closed at on
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import errno
 import logging
@@ -20,9 +19,12 @@ import socketserver
 import sys
 from collections.abc import Callable, Sequence
 from types import FrameType
-from typing import NoReturn
 
-from core.output import CheckedParser, guard_stdout
+import click
+
+from core.commandline import AT_LEAST_ONE, PORT_NUMBER, fail, invoke
+from core.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_TERMINATED
+from core.output import guard_stdout
 from servers import HOST, PORT
 
 MAX_LINE_BYTES = 64 * 1024
@@ -36,8 +38,7 @@ OPEN_FILES = 65536
 # the one a client past the bound is accepted on to be told so.
 SPARE_FILES = 64
 
-EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
-EXIT_BY_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}  # 128 + the signal, as in ladder
+EXIT_BY_SIGNAL = {signal.SIGINT: EXIT_INTERRUPTED, signal.SIGTERM: EXIT_TERMINATED}
 SAID_BY_SIGNAL = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated"}
 
 log = logging.getLogger("servers")
@@ -133,38 +134,6 @@ class Unwritable(Exception):
     """Standard output cannot take the line that says where the server listens."""
 
 
-class Parser(CheckedParser):
-    """argparse, but a usage error is one line on stderr and exit code 2."""
-
-    def error(self, message: str) -> NoReturn:
-        fail(message)
-
-
-def fail(message: str, code: int = EXIT_BAD_INPUT) -> NoReturn:
-    print(f"ladder: error: {message}", file=sys.stderr)
-    raise SystemExit(code)
-
-
-def port_number(text: str) -> int:
-    try:
-        port = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a whole number (got {text!r})") from None
-    if not 0 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 65535 (got {port})")
-    return port
-
-
-def at_least_one(text: str) -> int:
-    try:
-        number = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a whole number (got {text!r})") from None
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1 (got {number})")
-    return number
-
-
 def raise_open_files(wanted: int) -> int:
     """Raise the soft limit on open files towards `wanted`, up to the hard limit; the new limit."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -204,55 +173,59 @@ def main(
     file per connection and `spare_files` more, so its bound is kept under its open-files
     limit; None where children hold the connections."""
     output = guard_stdout()
-    parser = Parser(
-        prog=f"python -m servers.{model}_server",
-        description=f"An upper-casing line server, {model} model.",
-    )
-    parser.add_argument("--host", default=HOST, help="address to listen on (default %(default)s)")
-    parser.add_argument(
-        "--port", type=port_number, default=PORT, help="0 picks a free one (default %(default)s)"
-    )
     fewer = "" if spare_files is None else ", fewer if open files would run out"
-    parser.add_argument(
+
+    @click.command(help=f"An upper-casing line server, {model} model.")
+    @click.option("--host", default=HOST, show_default=True, help="address to listen on")
+    @click.option(
+        "--port", type=PORT_NUMBER, default=PORT, show_default=True, help="0 picks a free one"
+    )
+    @click.option(
         "--max-connections",
-        type=at_least_one,
+        "asked",
+        type=AT_LEAST_ONE,
         metavar="N",
         help=f"clients served at once; one more is told busy (default {max_connections}{fewer})",
     )
-    args = parser.parse_args(argv)
-    logging.basicConfig(stream=sys.stderr, format=f"{model} server: %(message)s")
-    open_files = raise_open_files(OPEN_FILES)
-    bound = args.max_connections or max_connections
-    if spare_files is not None and bound + spare_files > open_files:
-        # Past the limit, accept() fails and clients wait unanswered in the backlog.
-        if args.max_connections:
-            fail(
-                f"--max-connections {bound} needs {bound + spare_files} open files, more than "
-                f"this process may have ({open_files}; raise the hard limit: ulimit -Hn)"
+    def server(host: str, port: int, asked: int | None) -> int:
+        logging.basicConfig(stream=sys.stderr, format=f"{model} server: %(message)s")
+        open_files = raise_open_files(OPEN_FILES)
+        bound = asked or max_connections
+        if spare_files is not None and bound + spare_files > open_files:
+            # Past the limit, accept() fails and clients wait unanswered in the backlog.
+            if asked:
+                fail(
+                    f"--max-connections {bound} needs {bound + spare_files} open files, more than "
+                    f"this process may have ({open_files}; raise the hard limit: ulimit -Hn)"
+                )
+            bound = max(1, open_files - spare_files)
+        signal.signal(signal.SIGINT, _stop)
+        signal.signal(signal.SIGTERM, _stop)
+        listening = False
+
+        def ready(address: Address) -> None:
+            nonlocal listening
+            listening = True
+            print(f"serving {model} on {address[0]}:{address[1]}", flush=True)
+            if output.error:
+                # That line is how whoever started the server learns its port (--port 0 picks
+                # one): a server that cannot say it serves no one.
+                raise Unwritable(output.error)
+
+        try:
+            serve(host, port, bound, ready)
+        except Stopped as stopped:
+            print(
+                f"ladder: error: {SAID_BY_SIGNAL[signal.Signals(stopped.signum)]}", file=sys.stderr
             )
-        bound = max(1, open_files - spare_files)
-    signal.signal(signal.SIGINT, _stop)
-    signal.signal(signal.SIGTERM, _stop)
-    listening = False
+            return int(stopped.code or 0)
+        except Unwritable as error:
+            fail(f"cannot write the output: {error}", EXIT_FAILED)
+        except OSError as error:
+            if listening:
+                raise
+            fail(cannot_listen(host, port, error))
+        return EXIT_OK
 
-    def ready(address: Address) -> None:
-        nonlocal listening
-        listening = True
-        print(f"serving {model} on {address[0]}:{address[1]}", flush=True)
-        if output.error:
-            # That line is how whoever started the server learns its port (--port 0 picks
-            # one): a server that cannot say it serves no one.
-            raise Unwritable(output.error)
-
-    try:
-        serve(args.host, args.port, bound, ready)
-    except Stopped as stopped:
-        print(f"ladder: error: {SAID_BY_SIGNAL[signal.Signals(stopped.signum)]}", file=sys.stderr)
-        return int(stopped.code or 0)
-    except Unwritable as error:
-        fail(f"cannot write the output: {error}", EXIT_FAILED)
-    except OSError as error:
-        if listening:
-            raise
-        fail(cannot_listen(args.host, args.port, error))
-    return EXIT_OK
+    prog = f"python -m servers.{model}_server"
+    return invoke(server, sys.argv[1:] if argv is None else argv, prog)
