@@ -1,7 +1,8 @@
-"""Fixtures for the broker tests: a private Redis and real Celery workers, started and stopped.
+"""Fixtures for the broker tests: private redis-servers and real Celery workers, started
+and stopped.
 
-Never the machine's shared Redis: each session starts its own redis-server on a free port,
-with a password, and stops it at the end, even when a test fails.
+Never the machine's shared Redis: every Redis a test uses comes from redis_servers, on a
+free port, with a password, and is stopped at the end of its block, even when a test fails.
 """
 
 from __future__ import annotations
@@ -11,17 +12,24 @@ from collections.abc import Iterator
 import pytest
 
 from core.celery_workers import CeleryWorkers, Topology
-from core.stack import RedisServer
+from tests.support.redis_servers import RedisServers
 
 
 @pytest.fixture(scope="session")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The URL, password included, of a private redis-server for the whole session."""
-    server = RedisServer(tmp_path_factory.mktemp("redis"))
+def redis_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServers]:
+    """The factory: `with redis_servers.running(...) as server:`, in a fixture of any scope."""
+    servers = RedisServers(tmp_path_factory)
     try:
-        yield server.start()
+        yield servers
     finally:
-        server.stop()
+        servers.stop_all()
+
+
+@pytest.fixture(scope="session")
+def redis_url(redis_servers: RedisServers) -> Iterator[str]:
+    """The URL, password included, of a private redis-server for the whole session."""
+    with redis_servers.running() as server:
+        yield server.url
 
 
 @pytest.fixture(scope="session")

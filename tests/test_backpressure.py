@@ -91,6 +91,7 @@ def assert_held_back(sampler: Sampler, bound: int, job: PipelineJob) -> None:
     assert sampler.largest >= job.queue_size // 2, sampler.largest
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(30)
 def test_kombu_queue_stays_bounded(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     keys = RunKeys.new()
@@ -104,6 +105,7 @@ def test_kombu_queue_stays_bounded(redis_url: str, monkeypatch: pytest.MonkeyPat
     assert_held_back(sampler, broker_bound(SLOW_CONSUMER), SLOW_CONSUMER)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(40)
 def test_celery_queue_stays_bounded(redis_url: str, celery_workers: CeleryWorkers) -> None:
     redis = client(redis_url)
@@ -121,7 +123,7 @@ def test_celery_queue_stays_bounded(redis_url: str, celery_workers: CeleryWorker
 BIG_ITEMS = PipelineJob(items=60, producers=2, consumers=1, work_ms=20, payload_bytes=4_000_000)
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.slow
 def test_a_broker_queue_of_big_items_is_bounded_in_bytes(
     redis_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -166,6 +168,7 @@ class RecordingQueue(queue.Queue[Any]):
         self.longest = max(self.longest, len(self.queue))
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(30)
 def test_threads_queue_stays_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     RecordingQueue.built = []
@@ -179,6 +182,7 @@ def test_threads_queue_stays_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     assert channel.longest == QUEUE_SIZE
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(30)
 def test_processes_queue_stays_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     built: list[Any] = []

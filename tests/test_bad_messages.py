@@ -44,12 +44,15 @@ from core.celery_workers import CeleryWorkers, Topology
 from core.forkserver import Child, stop_processes
 from core.jobs import PipelineJob, TicketsJob
 from core.recorder import Recorder
-from core.stack import RedisServer
 from core.work import IO_QUEUE, MAX_BATCH, MAX_BUYERS, MAX_CHUNKS, MAX_MESSAGE_BYTES
 from tasks.celery_app import make_app
 from tasks.tickets import RedisTickets
 from tasks.workloads import STOP, make_item
-from tests.watch import wait_for
+from tests.support.redis_servers import RedisServers
+from tests.support.watch import wait_for
+
+# Over a hundred cases, each on real consumers and workers: a minute together.
+pytestmark = pytest.mark.slow
 
 CELERY_QUEUE = IO_QUEUE  # where tasks.handle_item goes
 # kombu's Redis transport keeps what was taken but not yet acknowledged here.
@@ -751,13 +754,10 @@ class KombuConsumer:
 
 
 @pytest.fixture(scope="module")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def redis_url(redis_servers: RedisServers) -> Iterator[str]:
     """A Redis of this module's own: the messages put here would upset any other test."""
-    server = RedisServer(tmp_path_factory.mktemp("bad-messages-redis"))
-    try:
-        yield server.start()
-    finally:
-        server.stop()
+    with redis_servers.running("bad-messages-redis") as server:
+        yield server.url
 
 
 @pytest.fixture(scope="module")
@@ -984,7 +984,6 @@ def within_bound(mb: int) -> bool:
     return mb * MB < MAX_MESSAGE_BYTES
 
 
-@pytest.mark.timeout(120)
 @pytest.mark.parametrize("mb", SIZES_MB, ids=[f"{mb}-mb" for mb in SIZES_MB])
 def test_a_celery_worker_takes_a_big_message_within_the_bound_and_refuses_one_over_it(
     mb: int, celery_worker: CeleryWorker, celery_client: Celery
@@ -1019,7 +1018,6 @@ def test_a_celery_worker_takes_a_big_message_within_the_bound_and_refuses_one_ov
         check_memory_sane(peak, r, mb)
 
 
-@pytest.mark.timeout(120)
 @pytest.mark.parametrize("mb", SIZES_MB, ids=[f"{mb}-mb" for mb in SIZES_MB])
 def test_a_kombu_consumer_takes_a_big_message_within_the_bound_and_refuses_one_over_it(
     mb: int, kombu_consumer: KombuConsumer

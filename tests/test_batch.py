@@ -18,7 +18,7 @@ def test_the_batching_rungs() -> None:
     assert BATCHING == ["threads", "processes", "kombu", "celery"]
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.slow
 @pytest.mark.parametrize("name", BATCHING)
 # A last batch shorter than the others, and one item per batch, too.
 @pytest.mark.parametrize("batch", [1, 7, 100])

@@ -39,6 +39,7 @@ def test_local_limit_is_verified(limit: Callable[[Job], RunResult]) -> None:
     check(limit(TINY))
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("limit", ON_BROKER, ids=lambda f: f.__name__)
 def test_broker_limit_is_verified(limit: Callable[[str, Job], RunResult], redis_url: str) -> None:

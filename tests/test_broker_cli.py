@@ -11,7 +11,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -24,18 +23,14 @@ import pytest
 from core import procs
 from core.broker import client
 from core.celery_workers import CeleryWorkers
-from core.stack import RedisServer
-from tests.proctree import cmdline, descendants, kill_all, running
+from tests.support import cli
+from tests.support.cli import ENV, LADDER, ROOT
+from tests.support.proctree import cmdline, descendants, kill_all, running
+from tests.support.redis_servers import RedisServers
+from tests.support.watch import poll_until, still_running
 
-ROOT = Path(__file__).resolve().parents[1]
-LADDER = [sys.executable, "-m", "ladder.cli"]
-# No broker from the environment unless a test puts one there; a fixed width for rich.
-ENV = {
-    name: value
-    for name, value in os.environ.items()
-    if name not in ("CELERY_BROKER_URL", "CELERY_RESULT_BACKEND")
-}
-ENV["COLUMNS"] = "120"
+# ladder run on a broker, as a process, with real workers.
+pytestmark = pytest.mark.slow
 
 CELERY_SUM = ["--rung", "celery", "--workload", "sum", "--n", "2000000", "--chunks", "16"]
 KOMBU_PIPELINE = ["--rung", "kombu", "--workload", "pipeline", "--items", "2000"]
@@ -56,16 +51,9 @@ class Done:
 
 
 def ladder(*args: str, env: dict[str, str] | None = None, timeout_s: float = 30) -> Done:
+    """`ladder run *args`, timed."""
     start = time.monotonic()
-    done = subprocess.run(
-        [*LADDER, "run", *args],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env=ENV if env is None else env,
-        timeout=timeout_s,
-        check=False,
-    )
+    done = cli.ladder("run", *args, env=env, timeout_s=timeout_s)
     return Done(done.returncode, done.stdout, done.stderr, time.monotonic() - start)
 
 
@@ -185,13 +173,10 @@ def test_a_wrong_password_is_refused_without_showing_it(redis_url: str) -> None:
 
 
 @pytest.fixture
-def lone_redis_url(tmp_path: Path) -> Iterator[str]:
+def lone_redis_url(redis_servers: RedisServers) -> Iterator[str]:
     """A second private Redis, with no worker attached."""
-    server = RedisServer(tmp_path)
-    try:
-        yield server.start()
-    finally:
-        server.stop()
+    with redis_servers.running("lone-redis") as server:
+        yield server.url
 
 
 @pytest.mark.timeout(30)
@@ -244,11 +229,12 @@ def test_a_signal_stops_the_run_and_everything_it_started(
         ladder_process = psutil.Process(process.pid)
         recorded: list[psutil.Process] = []
         try:
-            deadline = time.monotonic() + 60
-            while not PHASES[phase]([cmdline(p) for p in descendants(ladder_process)]):
-                assert process.poll() is None, "ladder exited before the signal"
-                assert time.monotonic() < deadline, f"ladder never reached {phase}"
-                time.sleep(0.05)
+            poll_until(
+                lambda: PHASES[phase]([cmdline(p) for p in descendants(ladder_process)]),
+                60,
+                f"ladder never reached {phase}",
+                still_running(process, "ladder exited before the signal"),
+            )
             recorded = descendants(ladder_process)
             os.kill(process.pid, signum)
             start = time.monotonic()

@@ -13,8 +13,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,15 +23,17 @@ import redis
 
 from core.broker import client
 from core.stack import RedisServer
-from tests.proctree import cmdline, descendants, kill_all, running
+from tests.support import cli
+from tests.support.cli import LADDER, ROOT
+from tests.support.proctree import cmdline, descendants, kill_all, running
+from tests.support.redis_servers import RedisServers
+from tests.support.watch import poll_until, still_running
 
-ROOT = Path(__file__).resolve().parents[1]
-LADDER = [sys.executable, "-m", "ladder.cli"]
+# A private redis-server per case, and ladder run against it as a process.
+pytestmark = pytest.mark.slow
+
 # A dead consumer's messages come back after a second: the outage limit is then 16 s.
-ENV = {
-    **{k: v for k, v in os.environ.items() if not k.startswith(("CELERY_", "LADDER_"))},
-    "LADDER_VISIBILITY_TIMEOUT_S": "1",
-}
+ENV = {**cli.ENV, "LADDER_VISIBILITY_TIMEOUT_S": "1"}
 KOMBU = ["run", "--rung", "kombu", "--workload", "pipeline"]
 CELERY = ["run", "--rung", "celery", "--workload", "sum", "--n", "1000"]
 
@@ -60,18 +60,16 @@ class Broker:
 
 
 @pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Broker]:
-    server = RedisServer(tmp_path)
-    server.start()
-    url_file = tmp_path / "broker-url"
-    url_file.write_text(server.url + "\n")
-    try:
-        yield Broker(server, url_file)
-    finally:
-        if server.process is not None:  # a frozen one could not be stopped
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(server.process.pid, signal.SIGCONT)
-        server.stop()
+def broker(redis_servers: RedisServers, tmp_path: Path) -> Iterator[Broker]:
+    with redis_servers.running("failing-redis") as server:
+        url_file = tmp_path / "broker-url"
+        url_file.write_text(server.url + "\n")
+        try:
+            yield Broker(server, url_file)
+        finally:
+            if server.process is not None:  # a frozen one could not be stopped
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(server.process.pid, signal.SIGCONT)
 
 
 def check_one_line(stderr: str, names: str) -> None:
@@ -100,15 +98,7 @@ def check_failed(stdout: str, stderr: str, says: str) -> None:
 def run_ladder(
     args: list[str], url_file: Path, timeout_s: float = 60
 ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*LADDER, *args, "--broker", f"@{url_file}"],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env=ENV,
-        timeout=timeout_s,
-        check=False,
-    )
+    return cli.ladder(*args, "--broker", f"@{url_file}", env=ENV, timeout_s=timeout_s)
 
 
 # --- refused before the run ----------------------------------------------------------------
@@ -206,7 +196,6 @@ DURING: dict[str, tuple[Callable[[Broker], None], str]] = {
 }
 
 
-@pytest.mark.timeout(120)
 @pytest.mark.parametrize("case", list(DURING))
 def test_a_broker_that_fails_mid_run_is_one_line_and_nothing_is_left(
     case: str, broker: Broker, tmp_path: Path
@@ -225,10 +214,13 @@ def test_a_broker_that_fails_mid_run_is_one_line_and_nothing_is_left(
         )
         seen: list[psutil.Process] = []
         try:
-            deadline = time.monotonic() + 30
-            while not any(True for _ in broker.redis.scan_iter(match="ladder:*:deliveries")):
-                assert process.poll() is None and time.monotonic() < deadline
-                time.sleep(0.1)
+            poll_until(
+                lambda: any(True for _ in broker.redis.scan_iter(match="ladder:*:deliveries")),
+                30,
+                "the run never delivered a message",
+                still_running(process, "ladder ended before the fault"),
+                step_s=0.1,
+            )
             seen = descendants(psutil.Process(process.pid))
             fault(broker)
             returncode = process.wait(timeout=90)

@@ -27,8 +27,11 @@ from core.work import IO_QUEUE
 from ladder.registry import RUNGS, names
 from ladder.runner import run
 from tasks.workloads import make_item
-from tests.proctree import running
-from tests.watch import Counter, wait_for
+from tests.support.proctree import running
+from tests.support.watch import Counter, wait_for
+
+# Real runs on Redis with real workers.
+pytestmark = pytest.mark.slow
 
 BROKER_RUNGS = names("broker")
 JSON_ONLY = {

@@ -5,35 +5,15 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
 
 from ladder.registry import RUNGS
-
-ROOT = Path(__file__).resolve().parents[1]
-LADDER = [sys.executable, "-m", "ladder.cli"]
-# A fixed width, so that rich lays out the rungs table the same under any terminal.
-ENV = {**os.environ, "COLUMNS": "120"}
-ENV.pop("CELERY_BROKER_URL", None)
-ENV.pop("CELERY_RESULT_BACKEND", None)
+from tests.support.cli import check_bad_input, ladder
 
 SUM = ["run", "--rung", "threads", "--workload", "sum"]
 PIPELINE = ["run", "--rung", "threads", "--workload", "pipeline"]
-
-
-def ladder(*args: str, timeout_s: float = 20) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*LADDER, *args],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env=ENV,
-        timeout=timeout_s,
-        check=False,
-    )
 
 
 @pytest.mark.timeout(20)
@@ -174,17 +154,6 @@ def test_bad_input_is_one_line_and_exit_2(
     bad_input_runs: Runs, args: list[str], names: str
 ) -> None:
     check_bad_input(bad_input_runs[tuple(args)], names)
-
-
-def check_bad_input(done: subprocess.CompletedProcess[str], names: str) -> None:
-    """One line on stderr, naming what is wrong, nothing on stdout, exit 2."""
-    assert done.returncode == 2, (done.stdout, done.stderr)
-    assert done.stdout == ""
-    lines = done.stderr.splitlines()
-    assert len(lines) == 1, done.stderr
-    assert lines[0].startswith("ladder: error: ")
-    assert names in lines[0]
-    assert "Traceback" not in done.stderr
 
 
 @pytest.mark.timeout(20)

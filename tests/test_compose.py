@@ -26,11 +26,11 @@ from typing import Any, NoReturn
 import pytest
 import redis
 
-from core import procs
 from core.jobs import PipelineJob
 from core.settings import Settings
 from core.stack import redis_binary
 from ladder.demo import workloads
+from tests.support.redis_servers import RedisServers
 
 try:
     import yaml
@@ -151,11 +151,13 @@ def option(args: list[str], name: str) -> str | None:
     return None
 
 
+@pytest.mark.docker
 @pytest.mark.timeout(60)
 def test_compose_config_takes_the_file_with_nothing_set(resolved: Resolved) -> None:
     assert set(resolved.services) == SERVICES
 
 
+@pytest.mark.docker
 @pytest.mark.timeout(60)
 def test_no_password_is_in_the_resolved_file_even_when_env_sets_them(tmp_path: Path) -> None:
     given = {"REDIS_PASSWORD": secrets.token_hex(16), "FLOWER_BASIC_AUTH": "me:" + "x" * 20}
@@ -166,6 +168,7 @@ def test_no_password_is_in_the_resolved_file_even_when_env_sets_them(tmp_path: P
     assert not re.search(r"(?i)password|requirepass|://[^@\s]*:[^@\s]+@", done.stdout)
 
 
+@pytest.mark.docker
 @pytest.mark.timeout(60)
 def test_redis_is_private_and_durable_and_reads_its_password_from_a_file(
     resolved: Resolved,
@@ -182,6 +185,7 @@ def test_redis_is_private_and_durable_and_reads_its_password_from_a_file(
     assert not mounts(service)["/data"].startswith("/")
 
 
+@pytest.mark.docker
 @pytest.mark.timeout(60)
 def test_flower_is_published_on_loopback_only(resolved: Resolved) -> None:
     service = resolved.services["flower"]
@@ -195,6 +199,7 @@ def test_flower_is_published_on_loopback_only(resolved: Resolved) -> None:
         assert not resolved.services[name].get("ports"), f"{name} must not be published"
 
 
+@pytest.mark.docker
 @pytest.mark.timeout(60)
 def test_workers_are_routed_by_kind_and_io_slots_match_the_demos_consumers(
     resolved: Resolved,
@@ -215,6 +220,7 @@ def test_workers_are_routed_by_kind_and_io_slots_match_the_demos_consumers(
             assert fixed not in resolved.services[name], (name, fixed)
 
 
+@pytest.mark.docker
 @pytest.mark.timeout(60)
 def test_every_service_waits_for_the_credentials_and_a_healthy_redis(resolved: Resolved) -> None:
     for name in SERVICES - {"setup"}:
@@ -227,6 +233,7 @@ def test_every_service_waits_for_the_credentials_and_a_healthy_redis(resolved: R
     assert {"worker-cpu", "worker-io", "flower"} <= set(resolved.services["demo"]["depends_on"])
 
 
+@pytest.mark.docker
 @pytest.mark.timeout(60)
 def test_the_demo_writes_results_through_a_bind_volume(resolved: Resolved) -> None:
     # `ladder demo` writes to ./results in its working folder, the image's WORKDIR.
@@ -244,6 +251,7 @@ def test_the_image_copies_every_package_it_installs() -> None:
     assert packages | {"docker"} <= set(copied)
 
 
+@pytest.mark.docker
 @pytest.mark.timeout(60)
 def test_the_base_images_are_named_in_compose_alone(resolved: Resolved) -> None:
     dockerfile = (ROOT / "Dockerfile").read_text()
@@ -257,6 +265,7 @@ def test_the_base_images_are_named_in_compose_alone(resolved: Resolved) -> None:
     assert users and users[-1].split(":")[0] not in {"root", "0"}
 
 
+@pytest.mark.docker
 @pytest.mark.timeout(60)
 def test_env_example_documents_every_setting_and_works(tmp_path: Path) -> None:
     example = (ROOT / ".env.example").read_text()
@@ -371,21 +380,20 @@ def test_setup_hands_results_to_the_folders_owner(setup: Setup) -> None:
     assert setup.read("owner") == "2345:2346"
 
 
+@pytest.mark.docker
 @pytest.mark.timeout(60)
 def test_redis_takes_the_written_config_and_the_healthcheck_tells_the_password(
-    setup: Setup, resolved: Resolved, tmp_path: Path
+    setup: Setup, resolved: Resolved, redis_servers: RedisServers
 ) -> None:
     assert setup.run().returncode == 0
-    port = procs.free_port()
     command = argv(resolved.services["redis"]["command"])
-    config = str(setup.credentials / "redis.conf")
-    args = [redis_binary(), config, *command[2:], "--port", str(port), "--bind", "127.0.0.1"]
-    log = tmp_path / "redis.log"
-    server = procs.spawn([*args, "--dir", str(tmp_path)], log)
-    try:
-        password = setup.read("redis-password")
+    password = setup.read("redis-password")
+    config = setup.credentials / "redis.conf"
+    with redis_servers.running(
+        "compose-redis", config=config, args=command[2:], password=password
+    ) as server:
+        port = server.port
         client = redis.Redis(port=port, password=password)
-        procs.wait_ready(server, lambda: ping(client), "redis-server", log, 10)
         assert client.config_get("appendonly") == {"appendonly": "yes"}
         with pytest.raises(redis.AuthenticationError):
             redis.Redis(port=port, password="not-it").ping()
@@ -398,12 +406,3 @@ def test_redis_takes_the_written_config_and_the_healthcheck_tells_the_password(
         assert subprocess.run(["sh", "-c", check], timeout=10).returncode == 0
         (setup.credentials / "env").write_text("REDISCLI_AUTH=not-it\n")
         assert subprocess.run(["sh", "-c", check], timeout=10).returncode != 0
-    finally:
-        procs.stop(server)
-
-
-def ping(client: redis.Redis) -> bool:
-    try:
-        return bool(client.ping())
-    except redis.ConnectionError:
-        return False

@@ -28,10 +28,10 @@ import pytest
 
 from core import procs
 from tests import engine
-from tests.browser import headless
 from tests.engine import ROOT, say
+from tests.support.browser import headless
 
-pytestmark = pytest.mark.engine
+pytestmark = [pytest.mark.engine, pytest.mark.docker, pytest.mark.slow]
 
 # Who owns the copy, as a user owns their clone: not root, and not the image's own user.
 OWNER_UID = OWNER_GID = 2345
@@ -291,6 +291,7 @@ def holding(texts: Mapping[str, str], secrets_: set[str]) -> list[str]:
     return [name for name, text in texts.items() if any(s in text for s in secrets_)]
 
 
+@pytest.mark.browser
 @pytest.mark.timeout(1500)
 def test_up_demo_with_nothing_set_up_first(docker: Engine, project: Project) -> None:
     """A fresh clone, no .env, no ./results: `docker compose up demo` runs the demo, its

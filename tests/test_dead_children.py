@@ -9,10 +9,8 @@ server forked them, which is the order ladder starts them: producers, then consu
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,15 +18,14 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.proctree import cmdline, descendants, kill_all, running
+from tests.support import cli
+from tests.support.cli import ENV, ROOT
+from tests.support.proctree import cmdline, descendants, kill_all, running
 
-ROOT = Path(__file__).resolve().parents[1]
-LADDER = [sys.executable, "-m", "ladder.cli", "run"]
-ENV = {
-    name: value
-    for name, value in os.environ.items()
-    if name not in ("CELERY_BROKER_URL", "CELERY_RESULT_BACKEND")
-}
+# Each case waits for a child to work a while before it is killed.
+pytestmark = pytest.mark.slow
+
+LADDER = [*cli.LADDER, "run"]
 ENDS_WITHIN_S = 30.0
 # CPU seconds a child has worked before it is killed: mid-run, not at its start.
 WORKED_S = 0.3
@@ -178,7 +175,6 @@ def run_and_kill(case: Case, tmp_path: Path) -> Ended:
             kill_all(process, recorded)
 
 
-@pytest.mark.timeout(120)
 @pytest.mark.parametrize("name", list(PIPELINES))
 def test_a_dead_child_ends_the_pipeline_with_a_report(name: str, tmp_path: Path) -> None:
     ended = run_and_kill(PIPELINES[name], tmp_path)
@@ -199,7 +195,6 @@ def test_a_dead_child_ends_the_pipeline_with_a_report(name: str, tmp_path: Path)
     assert result["got"] + result["lost"] + result["unsent"] == ITEMS
 
 
-@pytest.mark.timeout(120)
 @pytest.mark.parametrize("name", list(FAILURES))
 def test_a_dead_child_fails_the_run_with_one_line(name: str, tmp_path: Path) -> None:
     ended = run_and_kill(FAILURES[name], tmp_path)

@@ -6,22 +6,22 @@ import json
 import os
 import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
 from typing import TextIO
 
 import psutil
 import pytest
 
-from tests.proctree import cmdline, descendants, kill_all, running
+from tests.support import cli
+from tests.support.cli import ROOT
+from tests.support.proctree import cmdline, descendants, kill_all, running
+from tests.support.watch import poll_until, still_running
 
-ROOT = Path(__file__).resolve().parents[1]
-LADDER = [sys.executable, "-m", "ladder.cli", "demo", "--quick"]
-ENV = {
-    k: v for k, v in os.environ.items() if k not in ("CELERY_BROKER_URL", "CELERY_RESULT_BACKEND")
-}
-ENV["COLUMNS"] = "160"
+# The demo starts every rung, Redis, workers and Flower.
+pytestmark = pytest.mark.slow
+
+LADDER = [*cli.LADDER, "demo", "--quick"]
+ENV = {**cli.ENV, "COLUMNS": "160"}
 
 
 def read(file: TextIO) -> str:
@@ -65,7 +65,6 @@ def test_the_demo_prints_the_table_and_findings_and_writes_three_files(tmp_path:
     assert "Held up best" in done.stdout
 
 
-@pytest.mark.timeout(120)
 @pytest.mark.parametrize(
     ("signum", "code", "word"),
     [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")],
@@ -84,11 +83,13 @@ def test_a_signal_stops_everything_and_keeps_what_was_measured(
         recorded: list[psutil.Process] = []
         try:
             # Wait for the third row (celery's sum): Redis, Flower and workers are all up.
-            deadline = time.monotonic() + 90
-            while read(err).count(" ok") < 3:
-                assert process.poll() is None, "the demo ended before the signal"
-                assert time.monotonic() < deadline, "the demo never reached celery"
-                time.sleep(0.1)
+            poll_until(
+                lambda: read(err).count(" ok") >= 3,
+                90,
+                "the demo never reached celery",
+                still_running(process, "the demo ended before the signal"),
+                step_s=0.1,
+            )
             recorded = descendants(ladder_process)
             argvs = [cmdline(p) for p in recorded]
             assert any("redis-server" in a for a in argvs), argvs

@@ -38,20 +38,21 @@ from core.settings import Settings
 from core.stack import RedisServer
 from core.work import CPU_QUEUE, IO_QUEUE
 from ladder.runner import run
-from tests.watch import wait_for
+from tests.support.redis_servers import RedisServers
+from tests.support.watch import poll_until, wait_for
+
+# Each fault needs a run well under way, then the time to recover from it.
+pytestmark = pytest.mark.slow
 
 # Short, so that a dead consumer's messages come back within the test.
 VISIBILITY_TIMEOUT_S = 3.0
 
 
 @pytest.fixture(scope="module")
-def fault_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def fault_redis(redis_servers: RedisServers) -> Iterator[str]:
     """A Redis of these tests' own: the workers they kill serve no other test."""
-    server = RedisServer(tmp_path_factory.mktemp("fault-redis"))
-    try:
-        yield server.start()
-    finally:
-        server.stop()
+    with redis_servers.running("fault-redis") as server:
+        yield server.url
 
 
 def settings(url: str) -> Settings:
@@ -78,11 +79,13 @@ def run_with_fault(
     the run's result. Prints one row of the README's reliability table."""
     with ThreadPoolExecutor(1) as pool:
         future: Future[RunResult] = pool.submit(start)
-        deadline = time.monotonic() + 60
-        while handled_so_far(url) < 300:
+
+        def still_going() -> None:
             assert not future.done(), future.result()
-            assert time.monotonic() < deadline, "the run never got going"
-            time.sleep(0.02)
+
+        poll_until(
+            lambda: handled_so_far(url) >= 300, 60, "the run never got going", still_going, 0.02
+        )
         held = in_flight(url)
         fault()
         result = future.result(timeout=150)
@@ -155,14 +158,10 @@ REPORTED_DOWN_S = DOWN_S - POLL_S
 
 
 @pytest.fixture
-def restartable_redis(tmp_path: Path) -> Iterator[RedisServer]:
+def restartable_redis(redis_servers: RedisServers) -> Iterator[RedisServer]:
     """A Redis with its append-only file on, for one test to stop and start again."""
-    server = RedisServer(tmp_path, appendonly=True)
-    server.start()
-    try:
+    with redis_servers.running("restartable-redis", appendonly=True) as server:
         yield server
-    finally:
-        server.stop()
 
 
 def restart(server: RedisServer) -> Callable[[], None]:

@@ -229,6 +229,7 @@ def assert_png(path: Path) -> None:
     assert len(data) > 10_000
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(60)
 def test_plot_of_the_full_matrix(tmp_path: Path) -> None:
     path = tmp_path / "comparison.png"
@@ -236,12 +237,14 @@ def test_plot_of_the_full_matrix(tmp_path: Path) -> None:
     assert_png(path)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(60)
 def test_plot_of_a_subset(tmp_path: Path) -> None:
     rows = [r for r in matrix() if r.label != SUM and r.result.rung in ("serial", "celery")]
     assert_png(plot_comparison(rows, tmp_path / "comparison.png"))
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(60)
 def test_plot_with_failed_and_unverified_rows(tmp_path: Path) -> None:
     rows = [r for r in matrix() if r.result.rung != "celery"]

@@ -31,7 +31,10 @@ from core.jobs import PipelineJob, SumJob
 from core.settings import Settings
 from core.stack import Flower
 from ladder.runner import run
-from tests.browser import headless
+from tests.support.browser import headless
+
+# Flower, real workers and tasks, events to wait for.
+pytestmark = pytest.mark.slow
 
 TASK_NAMES = {"tasks.sum_range", "tasks.add_totals", "tasks.handle_item"}
 SUM_JOB = SumJob(n=200_000, chunks=8, workers=2)
@@ -97,7 +100,6 @@ def tasks_seen(flower: Watched) -> dict[str, dict[str, Any]]:
         time.sleep(0.2)
 
 
-@pytest.mark.timeout(120)
 def test_flower_api_lists_our_workers_and_tasks(flower: Watched) -> None:
     assert get(f"{flower.address}/healthcheck") == (200, "OK")
 
@@ -111,6 +113,7 @@ def test_flower_api_lists_our_workers_and_tasks(flower: Watched) -> None:
     assert {task["worker"] for task in tasks.values()} <= set(flower.workers.names())
 
 
+@pytest.mark.browser
 @pytest.mark.timeout(180)
 def test_chromium_shows_our_tasks_on_flowers_tasks_page(flower: Watched, tmp_path: Path) -> None:
     tasks_seen(flower)

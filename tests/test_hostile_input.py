@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import resource
 import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -18,10 +17,8 @@ import pytest
 from core.errors import BadInput
 from core.settings import Settings
 from core.urls import check_url, mask_url
+from tests.support.cli import ENV, LADDER, ROOT, ladder
 
-ROOT = Path(__file__).resolve().parents[1]
-LADDER = [sys.executable, "-m", "ladder.cli"]
-ENV = {k: v for k, v in os.environ.items() if not k.startswith(("CELERY_", "LADDER_"))}
 SECRET = "s3cr3t-not-to-be-shown"
 # Where a case needs a broker that answers, so that it cannot pass by failing to connect:
 # the session's private Redis (conftest.redis_url), put in place at run time, and only
@@ -33,19 +30,6 @@ CASE_TIMEOUT_S = 30
 def shows_secret(text: str, secret: str = SECRET) -> bool:
     """Whether text holds the secret, or any 6 characters of it: a cut secret is shown too."""
     return any(secret[i : i + 6] in text for i in range(len(secret) - 5))
-
-
-def ladder(*args: str, env: dict[str, str] | None = None, timeout_s: float = 60, **kw: object):  # type: ignore[no-untyped-def]
-    return subprocess.run(
-        [*LADDER, *args],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env={**ENV, **(env or {})},
-        timeout=timeout_s,
-        check=False,
-        **kw,
-    )
 
 
 def one_line(
@@ -145,6 +129,7 @@ def bad_runs(redis_url: str) -> list[subprocess.CompletedProcess[str]]:
 
 
 # The first case waits for all of them, hence the wider timeout.
+@pytest.mark.slow
 @pytest.mark.timeout(150)
 @pytest.mark.parametrize("index", range(len(BAD)), ids=[c[2][:40] for c in BAD])
 def test_a_bad_setting_or_option_is_one_line_and_exit_2(
@@ -153,6 +138,7 @@ def test_a_bad_setting_or_option_is_one_line_and_exit_2(
     one_line(bad_runs[index], 2, BAD[index][2], secrets=(password(redis_url),))
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(60)
 def test_a_broker_url_file_is_read_and_its_password_never_shown(tmp_path: Path) -> None:
     url_file = tmp_path / "url"
@@ -259,6 +245,7 @@ def test_check_url_refuses_or_takes_without_showing_the_secret(url: str) -> None
 # --- output that cannot be written ---------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "args",
     [["rungs"], [*SUM, "--json"], [*SUM], ["--help"], ["run", "--help"]],
@@ -311,6 +298,7 @@ def full_disk(tmp_path: Path):  # type: ignore[no-untyped-def]
         subprocess.run(["umount", str(mount)], check=True)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(180)
 def test_a_full_disk_under_out_is_one_line_and_keeps_what_was_written(full_disk: Path) -> None:
     out = full_disk / "results"

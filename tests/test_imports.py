@@ -4,18 +4,15 @@ and redis are the broker rungs', imported by the commands and children that use 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from core.forkserver import CONTEXT, Child
-from tests.modules_probe import BROKER_LIBRARIES, report
+from tests.support.cli import ENV, ROOT
+from tests.support.modules_probe import BROKER_LIBRARIES, report
 
-ROOT = Path(__file__).resolve().parents[1]
-ENV = {k: v for k, v in os.environ.items() if not k.startswith("CELERY_")}
 # Run ladder's main in this interpreter, then say which broker libraries it imported.
 PROBE = f"""
 import json, sys

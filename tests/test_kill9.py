@@ -17,7 +17,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -30,11 +29,13 @@ from core.broker import LEASE_S, client
 from core.celery_workers import CeleryWorkers
 from core.work import CPU_QUEUE, IO_QUEUE
 from ladder import netns
-from tests.proctree import cmdline, descendants, kill_all, running
+from tests.support.cli import ENV, LADDER, ROOT
+from tests.support.proctree import cmdline, descendants, kill_all, running
+from tests.support.watch import poll_until, still_running
 
-ROOT = Path(__file__).resolve().parents[1]
-LADDER = [sys.executable, "-m", "ladder.cli"]
-ENV = {k: v for k, v in os.environ.items() if not k.startswith("CELERY_")}
+# Each case starts ladder with its whole stack and kills it mid-run: seconds apiece.
+pytestmark = pytest.mark.slow
+
 GONE_WITHIN_S = 15.0
 SEMAPHORES = Path("/dev/shm")
 
@@ -189,11 +190,13 @@ def ladder_at_work(
         )
     seen: list[psutil.Process] = []
     try:
-        deadline = time.monotonic() + 90
-        while not case.at_work([cmdline(p) for p in descendants(psutil.Process(process.pid))]):
-            assert process.poll() is None, (tmp / "ladder.out").read_text()
-            assert time.monotonic() < deadline, "ladder never got to work"
-            time.sleep(0.1)
+        poll_until(
+            lambda: case.at_work([cmdline(p) for p in descendants(psutil.Process(process.pid))]),
+            90,
+            "ladder never got to work",
+            still_running(process, (tmp / "ladder.out").read_text),
+            step_s=0.1,
+        )
         time.sleep(1.0)  # mid-run: children started, messages moving
         seen = descendants(psutil.Process(process.pid))
         yield process, seen
@@ -225,7 +228,6 @@ def test_kill_9_leaves_nothing_running_and_no_secret_behind(name: str, tmp_path:
         assert links() == links_before
 
 
-@pytest.mark.timeout(120)
 def test_the_next_start_removes_what_a_killed_run_left(tmp_path: Path) -> None:
     with ladder_at_work(CASES["kombu"], tmp_path) as (process, seen):
         left = [p for p in tmp_path.iterdir() if p.name.startswith("queue-ladder-")]
@@ -248,7 +250,6 @@ def test_the_next_start_removes_what_a_killed_run_left(tmp_path: Path) -> None:
     assert [p for p in tmp_path.iterdir() if p.name.startswith("queue-ladder-")] == []
 
 
-@pytest.mark.timeout(120)
 @pytest.mark.parametrize("rung", ["kombu", "celery"])
 def test_a_killed_run_leaves_no_key_without_an_expiry(
     rung: str, redis_url: str, celery_workers: CeleryWorkers, tmp_path: Path

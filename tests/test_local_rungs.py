@@ -19,7 +19,7 @@ from core.rung import Rung
 from core.work import WorkKind
 from ladder.registry import RUNGS, names
 from ladder.runner import run
-from tests.watch import Counter
+from tests.support.watch import Counter
 
 LOCAL_RUNGS = names("local")
 

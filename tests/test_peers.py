@@ -20,20 +20,25 @@ from core.settings import Settings
 from core.stack import Stack
 from ladder import bench
 from ladder.runner import run
-from tests.proctree import running
-from tests.test_cli import check_bad_input, ladder
+from tests.support.cli import check_bad_input, ladder
+from tests.support.proctree import running
+from tests.support.redis_servers import RedisServers
 
 NO_WORK = PipelineJob(items=300, producers=1, consumers=2, payload_bytes=16)
 IO = PipelineJob(items=120, producers=1, consumers=4, work_ms=5)
 
 
 @pytest.fixture(scope="module")
-def stack() -> Iterator[Stack]:
+def stack(redis_servers: RedisServers) -> Iterator[Stack]:
     """One private redis-server for this module's peers."""
-    with Stack(Settings()) as started:
+    with (
+        redis_servers.running("peers-redis") as server,
+        Stack(Settings(broker_url=server.url)) as started,
+    ):
         yield started
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(90)
 @pytest.mark.parametrize("name", PEERS)
 def test_each_peer_runs_the_pipelines_verified_and_stops_its_workers(

@@ -17,7 +17,11 @@ from core.jobs import PipelineJob
 from ladder import netns
 
 REASON = netns.unavailable()
-pytestmark = pytest.mark.skipif(REASON is not None, reason=f"no network namespaces: {REASON}")
+pytestmark = [
+    pytest.mark.skipif(REASON is not None, reason=f"no network namespaces: {REASON}"),
+    # Hosts in namespaces of their own, each with its stack.
+    pytest.mark.slow,
+]
 
 
 def namespaces() -> set[int]:

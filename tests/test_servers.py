@@ -23,6 +23,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from core import procs
 from servers import MODELS, process_server, thread_server
 from servers.protocol import (
     BACKLOG,
@@ -33,14 +34,12 @@ from servers.protocol import (
     busy,
     raise_open_files,
 )
-from tests.proctree import cmdline, descendants, kill_all, running
+from tests.support import cli
+from tests.support.cli import LADDER, ROOT
+from tests.support.proctree import cmdline, descendants, kill_all, running
 
-ROOT = Path(__file__).resolve().parents[1]
-LADDER = [sys.executable, "-m", "ladder.cli"]
-ENV = {
-    k: v for k, v in os.environ.items() if k not in ("CELERY_BROKER_URL", "CELERY_RESULT_BACKEND")
-}
-ENV["COLUMNS"] = "160"
+# Wide enough for `ladder load --compare`'s table.
+ENV = {**cli.ENV, "COLUMNS": "160"}
 READY = re.compile(r"^serving (\w+) on 127\.0\.0\.1:(\d+)$", re.MULTILINE)
 
 
@@ -112,9 +111,7 @@ def read_line(conn: socket.socket) -> bytes:
 
 
 def ladder(*args: str, timeout_s: float = 30) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*LADDER, *args], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=timeout_s
-    )
+    return cli.ladder(*args, env=ENV, timeout_s=timeout_s)
 
 
 @pytest.mark.timeout(10)
@@ -128,6 +125,7 @@ def test_lines_are_answered_whatever_the_chunks() -> None:
         assert b"".join(lines.feed(chunk) for chunk in chunks) == whole
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(60)
 def test_every_model_answers_50_concurrent_clients(server: Server) -> None:
     done = ladder(
@@ -171,12 +169,6 @@ def test_an_over_long_line_gets_the_error_and_the_server_keeps_serving(server: S
     assert server.process.poll() is None
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def taken_port() -> Iterator[int]:
     """A port something already listens on."""
@@ -188,7 +180,7 @@ def taken_port() -> Iterator[int]:
 
 def bad_input(taken: int) -> list[tuple[list[str], int, str]]:
     """(arguments, exit code, what the one line on stderr says)."""
-    nothing = str(free_port())
+    nothing = str(procs.free_port())
     return [
         *(
             (["serve", "--model", model, "--port", str(taken)], 2, f"--port {taken} is in use")
@@ -204,6 +196,7 @@ def bad_input(taken: int) -> list[tuple[list[str], int, str]]:
     ]
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(60)
 def test_bad_input_is_one_line_and_exit_2(taken_port: int) -> None:
     cases = bad_input(taken_port)
@@ -228,6 +221,7 @@ def unwritable(where: str) -> tuple[int | None, Callable[[], None] | None, str]:
     return os.open(where, os.O_WRONLY), None, "No space left on device"
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("where", ["closed", "/dev/full"])
 @pytest.mark.parametrize("model", list(MODELS))
@@ -286,6 +280,7 @@ def test_a_server_help_it_cannot_write_is_one_line_and_exit_1(where: str) -> Non
     assert done.stderr.splitlines() == [f"ladder: error: cannot write the output: {said}"]
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("model", list(MODELS))
 def test_sigint_stops_the_server_within_10_s_leaving_no_child(model: str, tmp_path: Path) -> None:
@@ -310,6 +305,7 @@ def test_sigint_stops_the_server_within_10_s_leaving_no_child(model: str, tmp_pa
         kill_all(server.process, seen)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(60)
 def test_compare_starts_every_model_and_says_which_held_up_best() -> None:
     done = ladder("load", "--compare", "--connections", "1,5", "--messages", "5", timeout_s=50)
@@ -368,6 +364,7 @@ BOUNDS = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize(("model", "open_files", "bound"), BOUNDS, ids=[b[0] for b in BOUNDS])
 def test_idle_clients_past_the_bound_are_told_busy_and_the_next_is_served_once_one_leaves(
@@ -395,6 +392,7 @@ def test_idle_clients_past_the_bound_are_told_busy_and_the_next_is_served_once_o
 BURST = 8000  # past the bound of process and thread, under that of gevent and asyncio
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(90)
 @pytest.mark.parametrize("model", list(MODELS))
 def test_a_new_client_is_served_within_5_s_of_8000_clients_leaving_at_once(
@@ -412,6 +410,7 @@ def test_a_new_client_is_served_within_5_s_of_8000_clients_leaving_at_once(
         kill_all(server.process, [])
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(30)
 def test_a_bad_max_connections_is_one_line_and_exit_2() -> None:
     cases = [

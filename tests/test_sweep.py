@@ -56,6 +56,7 @@ def test_the_consumers_sweep_says_how_far_each_rung_scaled() -> None:
     assert sweep.findings(points)[-1].endswith("kombu 90 -> 720 items/s (8x).")
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(60)
 def test_a_local_sweep_runs_every_point_verified_and_draws_both_plots(tmp_path: Path) -> None:
     points = sweep.sweep(Settings(), quick=True, rungs=["threads"])

@@ -23,8 +23,8 @@ from ladder.registry import RUNGS, names
 from ladder.runner import run
 from local_ipc import deadlock
 from tasks.tickets import RedisTickets
-from tests.test_cli import check_bad_input, ladder
-from tests.watch import Counter
+from tests.support.cli import check_bad_input, ladder
+from tests.support.watch import Counter
 
 LOCAL_RUNGS = names("local")
 BROKER_RUNGS = names("broker")
@@ -72,6 +72,7 @@ def local_rung(request: pytest.FixtureRequest) -> Iterator[Rung]:
         yield started
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(60)
 def test_safe_sells_exactly_the_tickets_on_every_local_rung(local_rung: Rung) -> None:
     for _ in range(1 if local_rung.name == "serial" else 3):
@@ -119,6 +120,7 @@ def ticket_keys(redis_url: str) -> list[str]:
     ]
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("lock", ["atomic", "redis-lock"])
 def test_safe_sells_exactly_the_tickets_over_the_broker(
@@ -129,6 +131,7 @@ def test_safe_sells_exactly_the_tickets_over_the_broker(
     assert ticket_keys(redis_url) == []
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(60)
 def test_unsafe_oversells_over_the_broker(broker_rung: Rung, redis_url: str) -> None:
     check_unsafe_oversold(
@@ -245,6 +248,7 @@ def test_tickets_job_is_validated(values: dict[str, Any], message: str) -> None:
 TICKETS = ["run", "--rung", "threads", "--workload", "tickets"]
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(30)
 @pytest.mark.parametrize(
     ("args", "names"),
@@ -303,6 +307,7 @@ def test_the_deadlock_demo_shows_each_deadlock_and_its_fix() -> None:
     assert all(outcome.as_meant for outcome in outcomes.values())
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(20)
 def test_ladder_deadlock_exits_0_and_never_hangs() -> None:
     done = ladder("deadlock", "--timeout-s", "0.2", "--json")
