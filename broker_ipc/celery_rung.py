@@ -14,7 +14,6 @@ import math
 import os
 import time
 from collections.abc import Sequence
-from types import TracebackType
 
 from celery import chord, group
 from celery.exceptions import TimeoutError as CeleryTimeout
@@ -67,19 +66,15 @@ class CeleryRung(BrokerRung):
         super().__init__(settings, stack)
         self.workers = workers
 
-    def __enter__(self) -> CeleryRung:
-        super().__enter__()
+    def open(self) -> None:
+        super().open()
         self.client = make_app(self.stack.url, self.stack.backend_url)
-        return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.client.close()
-        super().__exit__(exc_type, exc, tb)
+    def close(self) -> None:
+        # An open that failed before the client was made has none to close.
+        if client := self.__dict__.pop("client", None):
+            client.close()
+        super().close()
 
     def prepare(self, job: Job) -> None:
         self.stack.celery_workers(self.workers or topology(job))
