@@ -33,7 +33,7 @@ from core.forkserver import (
 from core.jobs import Job, PipelineJob
 from core.recorder import Recorder
 from core.results import Consumed
-from core.rung import Progress, Rung
+from core.rung import Progress, Rung, Shown
 from core.settings import Settings
 from core.stack import Stack
 from core.wait import wait_while_moving
@@ -162,8 +162,7 @@ class Watch:
     def __init__(self, url: str, keys: RunKeys, progress: Progress, outage_limit_s: float) -> None:
         self.recorder = Recorder(url, ride_out=False)
         self.keys = keys
-        self.progress = progress
-        self.shown = 0
+        self.shown = Shown(progress)
         self.outage_limit_s = outage_limit_s
         self.outages_s: list[float] = []
         self.down_since: float | None = None
@@ -188,10 +187,7 @@ class Watch:
     def shown_count(self) -> int | None:
         """count(), the progress bar advanced to it."""
         handled = self.count()
-        if handled is not None and handled != self.shown:
-            self.progress(handled - self.shown)
-            self.shown = handled
-        return handled
+        return None if handled is None else self.shown.to(handled)
 
     def until(self, done: Callable[[int], bool], stall_s: float | None = None) -> bool:
         """Poll until done(handled) holds (True), or nothing was handled for stall_s (False).

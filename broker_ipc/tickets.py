@@ -18,7 +18,7 @@ from core.errors import RunFailed
 from core.forkserver import Child, stop_processes
 from core.jobs import TicketsJob
 from core.results import Sales
-from core.rung import Progress
+from core.rung import Progress, Shown
 from core.transport import connect
 from core.wait import wait_until, wait_while_moving
 from tasks.tickets import RedisTickets
@@ -38,17 +38,8 @@ def store(url: str, keys: RunKeys, tickets: int) -> RedisTickets:
 def watch(sale: RedisTickets, buyers: int, progress: Progress, stall_s: float) -> None:
     """Poll until every buyer is answered, or none has been for stall_s (those left
     unanswered are then counted by the verification)."""
-    shown = 0
-
-    def answered() -> int:
-        nonlocal shown
-        now = sale.answered()
-        if now != shown:
-            progress(now - shown)
-            shown = now
-        return now
-
-    wait_while_moving(answered, lambda n: n >= buyers, stall_s, POLL_S)
+    shown = Shown(progress)
+    wait_while_moving(lambda: shown.to(sale.answered()), lambda n: n >= buyers, stall_s, POLL_S)
 
 
 def kombu_tickets(

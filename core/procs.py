@@ -150,6 +150,27 @@ def wait_ready(
         raise RunFailed(f"{what} did not start: {tail(log)}")
 
 
+def start_ready(
+    argv: Sequence[str],
+    log: Path,
+    ready: Callable[[], bool],
+    what: str,
+    timeout_s: float,
+    poll_s: float = POLL_S,
+    env: Mapping[str, str] | None = None,
+    stdin_text: str | None = None,
+) -> subprocess.Popen[bytes]:
+    """spawn(argv, log, env, stdin_text), then wait_ready: the process once ready() holds.
+    One that does not get there is stopped before the error goes on."""
+    process = spawn(argv, log, env, stdin_text)
+    try:
+        wait_ready(process, ready, what, log, timeout_s, poll_s)
+    except BaseException:
+        stop(process)
+        raise
+    return process
+
+
 def tail(log: Path, lines: int = 5) -> str:
     """The last lines of a log, to say why a process would not start."""
     try:

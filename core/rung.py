@@ -33,6 +33,21 @@ def no_progress(n: int) -> None:
     """A Progress that shows nothing."""
 
 
+class Shown:
+    """A progress bar fed running totals (items handled so far) instead of increments."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.count = 0
+
+    def to(self, count: int) -> int:
+        """Advance the bar to count; count."""
+        if count != self.count:
+            self.progress(count - self.count)
+            self.count = count
+        return count
+
+
 class Rung(Closing):
     """Base of every rung: a subclass sets its name, and writes the three methods (what
     the CLI shows of it before importing it is in ladder/registry.py).

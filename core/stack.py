@@ -86,8 +86,6 @@ class RedisServer:
             f'requirepass {self.password}\ndir {self.workdir}\nsave ""\n'
             f"appendonly {'yes' if self.appendonly else 'no'}\n"
         )
-        log = self.workdir / "redis.log"
-        self.process = procs.spawn([*self.prefix, redis_binary(), "-"], log, stdin_text=config)
 
         def answers() -> bool:
             try:
@@ -95,11 +93,11 @@ class RedisServer:
             except (redis.RedisError, OSError):
                 return False
 
-        try:
-            procs.wait_ready(self.process, answers, "redis-server", log, REDIS_START_TIMEOUT_S)
-        except BaseException:
-            self.stop()
-            raise
+        argv = [*self.prefix, redis_binary(), "-"]
+        log = self.workdir / "redis.log"
+        self.process = procs.start_ready(
+            argv, log, answers, "redis-server", REDIS_START_TIMEOUT_S, stdin_text=config
+        )
         return self.url
 
     def stop(self) -> None:
@@ -155,8 +153,6 @@ class Flower:
         env["FLOWER_BASIC_AUTH"] = self.login
         argv = [sys.executable, "-m", "celery", "-A", "tasks", "flower"]
         argv += ["--address=127.0.0.1", f"--port={port}"]
-        log = self.workdir / "flower.log"
-        self.process = procs.spawn(argv, log, env)
         # Not /healthcheck, which anything on the port could answer: a page behind the
         # login, which only this Flower has.
         request = urllib.request.Request(f"{self.address}/api/tasks?limit=1")
@@ -170,11 +166,10 @@ class Flower:
             except OSError:
                 return False
 
-        try:
-            procs.wait_ready(self.process, answers, "flower", log, FLOWER_START_TIMEOUT_S, 0.1)
-        except BaseException:
-            self.stop()
-            raise
+        log = self.workdir / "flower.log"
+        self.process = procs.start_ready(
+            argv, log, answers, "flower", FLOWER_START_TIMEOUT_S, 0.1, env
+        )
         return self.address
 
     def stop(self) -> None:
