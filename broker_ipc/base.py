@@ -19,10 +19,7 @@ import contextlib
 import time
 from collections.abc import Callable, Iterator, Sequence
 from multiprocessing.process import BaseProcess
-from types import TracebackType
-from typing import Self
 
-from core import interrupt
 from core.broker import BROKER_ERRORS, OUTAGE_ERRORS, RunKeys, describe
 from core.errors import RunFailed
 from core.forkserver import (
@@ -36,9 +33,10 @@ from core.forkserver import (
 from core.jobs import Job, PipelineJob
 from core.recorder import Recorder
 from core.results import Consumed
-from core.rung import Progress, Rung
+from core.rung import Progress, Rung, Shown
 from core.settings import Settings
 from core.stack import Stack
+from core.wait import wait_while_moving
 
 POLL_S = 0.1
 # kombu's Redis transport takes a message off the list (BRPOP) and only then, in the
@@ -147,18 +145,12 @@ class BrokerRung(Rung):
         except BROKER_ERRORS as error:
             raise RunFailed(describe(error, self.stack.url)) from None
 
-    def __enter__(self) -> Self:
+    def open(self) -> None:
         if self.owns_stack:
-            self.stack.__enter__()
+            self.stack.open()
         start_fork_server()
-        return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def close(self) -> None:
         if self.owns_stack:
             self.stack.close()
 
@@ -170,8 +162,7 @@ class Watch:
     def __init__(self, url: str, keys: RunKeys, progress: Progress, outage_limit_s: float) -> None:
         self.recorder = Recorder(url, ride_out=False)
         self.keys = keys
-        self.progress = progress
-        self.shown = 0
+        self.shown = Shown(progress)
         self.outage_limit_s = outage_limit_s
         self.outages_s: list[float] = []
         self.down_since: float | None = None
@@ -193,24 +184,15 @@ class Watch:
             self.down_since = None
         return handled
 
+    def shown_count(self) -> int | None:
+        """count(), the progress bar advanced to it."""
+        handled = self.count()
+        return None if handled is None else self.shown.to(handled)
+
     def until(self, done: Callable[[int], bool], stall_s: float | None = None) -> bool:
         """Poll until done(handled) holds (True), or nothing was handled for stall_s (False).
-        Time with the broker down does not count towards stall_s."""
-        last_change = time.monotonic()
-        while True:
-            handled = self.count()
-            if handled is None:
-                last_change = time.monotonic()
-            elif handled != self.shown:
-                self.progress(handled - self.shown)
-                self.shown = handled
-                last_change = time.monotonic()
-            if handled is not None and done(handled):
-                return True
-            if stall_s is not None and time.monotonic() - last_change > stall_s:
-                return False
-            interrupt.check()
-            time.sleep(POLL_S)
+        Time with the broker down does not count towards stall_s (count bounds it)."""
+        return wait_while_moving(self.shown_count, done, stall_s, POLL_S)
 
     def read(self) -> Consumed:
         """Everything handled, read once the broker answers."""

@@ -14,7 +14,6 @@ import math
 import os
 import time
 from collections.abc import Sequence
-from types import TracebackType
 
 from celery import chord, group
 from celery.exceptions import TimeoutError as CeleryTimeout
@@ -27,7 +26,7 @@ from core.celery_workers import Topology, WorkerShape, worker_shapes
 from core.errors import RunFailed
 from core.jobs import Job, PipelineJob, SumJob, TicketsJob
 from core.results import Consumed, Sales
-from core.rung import Progress, no_progress
+from core.rung import Progress, Shown, no_progress
 from core.settings import Settings
 from core.stack import Stack
 from core.work import CPU_QUEUE
@@ -67,19 +66,15 @@ class CeleryRung(BrokerRung):
         super().__init__(settings, stack)
         self.workers = workers
 
-    def __enter__(self) -> CeleryRung:
-        super().__enter__()
+    def open(self) -> None:
+        super().open()
         self.client = make_app(self.stack.url, self.stack.backend_url)
-        return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.client.close()
-        super().__exit__(exc_type, exc, tb)
+    def close(self) -> None:
+        # An open that failed before the client was made has none to close.
+        if client := self.__dict__.pop("client", None):
+            client.close()
+        super().close()
 
     def prepare(self, job: Job) -> None:
         self.stack.celery_workers(self.workers or topology(job))
@@ -88,21 +83,21 @@ class CeleryRung(BrokerRung):
         chunks = group(self.client.signature("tasks.sum_range", (a, b)) for a, b in job.ranges())
         result = chord(chunks)(self.client.signature("tasks.add_totals"))
         header = result.parent
-        shown, last_change = 0, time.monotonic()
+        shown, last_change = Shown(progress), time.monotonic()
         try:
             while True:
                 try:
                     # Woken by the result backend as soon as the total is stored, not
                     # at the next poll; the wait is cut short only to show progress.
                     total = int(result.get(timeout=POLL_S / 2, propagate=True))
-                    progress(job.n - shown)
+                    shown.to(job.n)
                     return total
                 except CeleryTimeout:
                     pass
                 numbers = job.n * header.completed_count() // job.chunks
-                if numbers != shown:
-                    progress(numbers - shown)
-                    shown, last_change = numbers, time.monotonic()
+                if numbers != shown.count:
+                    shown.to(numbers)
+                    last_change = time.monotonic()
                 elif time.monotonic() - last_change > self.stall_s(job):
                     raise RunFailed(
                         f"celery workers stopped: {header.completed_count()} of {job.chunks} "

@@ -16,7 +16,6 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
-from typing import Any
 
 from broker_ipc.base import BrokerRung
 from broker_ipc.celery_rung import topology
@@ -120,9 +119,9 @@ class PeerRung(BrokerRung):
         procs.stop(*self.workers)
         self.workers, self.shape = [], None
 
-    def __exit__(self, *exc_info: Any) -> None:
+    def close(self) -> None:
         self.stop_workers()
-        super().__exit__(*exc_info)
+        super().close()
 
     def run_pipeline(self, job: PipelineJob, progress: Progress = no_progress) -> Consumed:
         return self.send_and_drain(job, produce, (self.name, self.stack.url), progress)

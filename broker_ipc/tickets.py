@@ -10,19 +10,17 @@ in Redis grow, then reads them and what is left of the tickets.
 
 from __future__ import annotations
 
-import time
-
 from celery import Celery
 
 from consumers.ticket_buyers import buyers_queue, ready_key, serve
-from core import interrupt
 from core.broker import RunKeys, client
 from core.errors import RunFailed
 from core.forkserver import Child, stop_processes
 from core.jobs import TicketsJob
 from core.results import Sales
-from core.rung import Progress
+from core.rung import Progress, Shown
 from core.transport import connect
+from core.wait import wait_until, wait_while_moving
 from tasks.tickets import RedisTickets
 from tasks.workloads import STOP
 
@@ -40,16 +38,8 @@ def store(url: str, keys: RunKeys, tickets: int) -> RedisTickets:
 def watch(sale: RedisTickets, buyers: int, progress: Progress, stall_s: float) -> None:
     """Poll until every buyer is answered, or none has been for stall_s (those left
     unanswered are then counted by the verification)."""
-    shown, last_change = 0, time.monotonic()
-    while shown < buyers:
-        answered = sale.answered()
-        if answered != shown:
-            progress(answered - shown)
-            shown, last_change = answered, time.monotonic()
-        elif time.monotonic() - last_change > stall_s:
-            return
-        interrupt.check()
-        time.sleep(POLL_S)
+    shown = Shown(progress)
+    wait_while_moving(lambda: shown.to(sale.answered()), lambda n: n >= buyers, stall_s, POLL_S)
 
 
 def kombu_tickets(
@@ -69,12 +59,13 @@ def kombu_tickets(
                     process.start()
                 # Buyers go out once every buyer process is listening: the first one up would
                 # otherwise serve them all alone, one at a time, and never race.
-                deadline = time.monotonic() + START_TIMEOUT_S
-                while int(sale.redis.get(ready_key(keys)) or 0) < job.workers:
-                    if time.monotonic() > deadline or not all(p.is_alive() for p in buyers):
-                        raise RunFailed("the kombu buyer processes did not all start")
-                    interrupt.check()
-                    time.sleep(POLL_S / 5)
+                if not wait_until(
+                    lambda: int(sale.redis.get(ready_key(keys)) or 0) >= job.workers,
+                    START_TIMEOUT_S,
+                    POLL_S / 5,
+                    unless=lambda: not all(p.is_alive() for p in buyers),
+                ):
+                    raise RunFailed("the kombu buyer processes did not all start")
                 for buyer in range(job.buyers):
                     channel.put({"buyer": buyer})
                 watch(sale, job.buyers, progress, stall_s)

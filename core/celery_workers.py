@@ -17,7 +17,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,10 +25,11 @@ from celery import Celery
 from kombu.exceptions import OperationalError
 from redis.exceptions import RedisError
 
-from core import interrupt, procs
+from core import procs
 from core.broker import transport_options
 from core.errors import RunFailed
 from core.settings import VISIBILITY_TIMEOUT_S
+from core.wait import wait_until
 from core.work import QUEUES
 
 START_TIMEOUT_S = 60.0
@@ -206,17 +206,22 @@ class CeleryWorkers:
 
     def wait_until_ready(self) -> None:
         waiting = set(self.names())
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while waiting:
-            for index, process in enumerate(self.processes):
-                if process.poll() is not None:
-                    raise RunFailed(
-                        f"a celery worker exited at start: {procs.tail(self.log(index))}"
-                    )
-            if time.monotonic() > deadline:
-                raise RunFailed(f"celery workers did not answer within {START_TIMEOUT_S:.0f} s")
-            interrupt.check()
-            waiting -= set(ping_workers(self.url, self.backend_url, timeout_s=0.5))
+
+        def all_answer() -> bool:
+            waiting.difference_update(ping_workers(self.url, self.backend_url, timeout_s=0.5))
+            return not waiting
+
+        # A ping waits for answers itself: no pause between them.
+        if wait_until(all_answer, START_TIMEOUT_S, 0, unless=self.exited):
+            return
+        for index, process in enumerate(self.processes):
+            if process.poll() is not None:
+                raise RunFailed(f"a celery worker exited at start: {procs.tail(self.log(index))}")
+        raise RunFailed(f"celery workers did not answer within {START_TIMEOUT_S:.0f} s")
+
+    def exited(self) -> bool:
+        """Whether a worker has exited."""
+        return any(process.poll() is not None for process in self.processes)
 
     def stop(self) -> None:
         self.stopping.set()

@@ -14,7 +14,7 @@ from concurrent.futures import ProcessPoolExecutor
 from multiprocessing.process import BaseProcess
 from typing import Any, Protocol, TypeAlias
 
-from core import procs
+from core import interrupt, procs
 
 
 class Count(Protocol):
@@ -57,8 +57,7 @@ def quiet_child() -> None:
     the pipe: the fork server then exits with the parent, and the child, told to by
     Linux, with the fork server.
     """
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    interrupt.leave_to_parent()
     procs.die_with_parent()
     # The pipe's write end, as the fork server handed it to this child (CPython keeps it
     # here; there is no public way to let go of it).
@@ -103,17 +102,8 @@ class Child(multiprocessing.context.ForkServerProcess):
 
 
 def stop_processes(processes: Iterable[BaseProcess], timeout_s: float = 5.0) -> None:
-    """Terminate what is still running, then kill what ignores it: no orphans."""
-    alive = [p for p in processes if p.is_alive()]
-    for process in alive:
-        process.terminate()
-    deadline = time.monotonic() + timeout_s
-    for process in alive:
-        process.join(max(0.0, deadline - time.monotonic()))
-    for process in alive:
-        if process.is_alive():
-            process.kill()
-            process.join()
+    """Terminate the children still running, then kill what ignores it: no orphans."""
+    procs.stop(*processes, timeout_s=timeout_s)
 
 
 SentCounter: TypeAlias = Count

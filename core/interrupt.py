@@ -1,4 +1,5 @@
-"""Ctrl-C and SIGTERM, made reliable: a flag that every wait loop checks.
+"""Ctrl-C and SIGTERM, made reliable: a flag that every wait loop checks, and in a
+child, both left to the parent that stops it.
 
 The signal handler raises at once, which stops the run wherever it is, except when
 Python runs it inside a __del__, a __set_name__ or the weak-reference callback that
@@ -66,6 +67,14 @@ def install() -> None:
     _main_pid = os.getpid()
     signal.signal(signal.SIGINT, _handle)
     signal.signal(signal.SIGTERM, _handle)
+
+
+def leave_to_parent() -> None:
+    """In a child: Ctrl-C, which a terminal sends to the whole process group, is left to
+    the parent, which stops its children; SIGTERM, which is how the parent stops it, ends
+    it at once, wherever it is."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def check() -> None:

@@ -18,10 +18,12 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
+from multiprocessing.process import BaseProcess
 from pathlib import Path
+from typing import Any, TypeAlias
 
-from core import interrupt
 from core.errors import RunFailed
+from core.wait import POLL_S, wait_until
 
 PR_SET_PDEATHSIG = 1
 
@@ -39,10 +41,14 @@ def die_with_parent(parent: int | None = None, signum: int = signal.SIGTERM) -> 
         os._exit(1)
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+def free_port(preferred: int = 0) -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now: preferred if it is such
+    a port, else one the system picks."""
     with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
+        try:
+            probe.bind(("127.0.0.1", preferred))
+        except OSError:
+            probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
 
 
@@ -96,19 +102,38 @@ def alive(pid: int) -> bool:
     return True
 
 
-def stop(*processes: subprocess.Popen[bytes], timeout_s: float = 10.0) -> None:
-    """SIGTERM (a graceful stop) to all, then SIGKILL to whatever is left of their sessions."""
-    for process in processes:
-        if process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                process.send_signal(signal.SIGTERM)
+# A command started by spawn, or a child started by multiprocessing.
+Process: TypeAlias = subprocess.Popen[Any] | BaseProcess
+
+
+def stop(*processes: Process, timeout_s: float = 10.0) -> None:
+    """SIGTERM (a graceful stop) to each still running; once timeout_s has passed, SIGKILL
+    to what is left: of a command spawn started, its whole session (a prefork worker's
+    pool, say). Each is reaped, so none is left a zombie."""
+    # A child never started has nothing to stop, and cannot be joined.
+    started = [p for p in processes if p.pid is not None]
+    for process in started:
+        process.terminate()
     deadline = time.monotonic() + timeout_s
-    for process in processes:
+    for process in started:
+        _wait(process, max(0.0, deadline - time.monotonic()))
+    for process in started:
+        if isinstance(process, BaseProcess):
+            if process.is_alive():
+                process.kill()
+        else:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.kill()  # one that is not its session's leader
+        _wait(process, None)
+
+
+def _wait(process: Process, timeout_s: float | None) -> None:
+    if isinstance(process, BaseProcess):
+        process.join(timeout_s)
+    else:
         with contextlib.suppress(subprocess.TimeoutExpired):
-            process.wait(max(0.0, deadline - time.monotonic()))
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
+            process.wait(timeout_s)
 
 
 def wait_ready(
@@ -117,16 +142,33 @@ def wait_ready(
     what: str,
     log: Path,
     timeout_s: float,
-    poll_s: float = 0.05,
+    poll_s: float = POLL_S,
 ) -> None:
     """Poll ready() until it holds; raise RunFailed, with the log's tail, if the process
     exits or time runs out first. The caller stops the process."""
-    deadline = time.monotonic() + timeout_s
-    while not ready():
-        if process.poll() is not None or time.monotonic() > deadline:
-            raise RunFailed(f"{what} did not start: {tail(log)}")
-        interrupt.check()
-        time.sleep(poll_s)
+    if not wait_until(ready, timeout_s, poll_s, unless=lambda: process.poll() is not None):
+        raise RunFailed(f"{what} did not start: {tail(log)}")
+
+
+def start_ready(
+    argv: Sequence[str],
+    log: Path,
+    ready: Callable[[], bool],
+    what: str,
+    timeout_s: float,
+    poll_s: float = POLL_S,
+    env: Mapping[str, str] | None = None,
+    stdin_text: str | None = None,
+) -> subprocess.Popen[bytes]:
+    """spawn(argv, log, env, stdin_text), then wait_ready: the process once ready() holds.
+    One that does not get there is stopped before the error goes on."""
+    process = spawn(argv, log, env, stdin_text)
+    try:
+        wait_ready(process, ready, what, log, timeout_s, poll_s)
+    except BaseException:
+        stop(process)
+        raise
+    return process
 
 
 def tail(log: Path, lines: int = 5) -> str:

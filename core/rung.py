@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
-from types import TracebackType
-from typing import TYPE_CHECKING, ClassVar, Literal, Self
+from typing import TYPE_CHECKING, ClassVar, Literal
 
+from core.closing import Closing
 from core.jobs import Job, PipelineJob, SumJob, TicketsJob
 from core.results import Consumed, Sales
 from core.settings import Settings
@@ -33,12 +33,27 @@ def no_progress(n: int) -> None:
     """A Progress that shows nothing."""
 
 
-class Rung:
+class Shown:
+    """A progress bar fed running totals (items handled so far) instead of increments."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.count = 0
+
+    def to(self, count: int) -> int:
+        """Advance the bar to count; count."""
+        if count != self.count:
+            self.progress(count - self.count)
+            self.count = count
+        return count
+
+
+class Rung(Closing):
     """Base of every rung: a subclass sets its name, and writes the three methods (what
     the CLI shows of it before importing it is in ladder/registry.py).
 
     A rung is a context manager so that one with long-lived parts (a broker, workers)
-    can start them on enter and stop them on exit, outside the timed runs.
+    can start them on enter (open) and stop them on exit (close), outside the timed runs.
     """
 
     name: ClassVar[str]
@@ -48,17 +63,6 @@ class Rung:
         """stack: the broker stack to run on, shared by several runs (a broker rung's;
         a local rung has none, and takes none)."""
         self.settings = settings or Settings()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        return None
 
     def prepare(self, job: Job) -> None:
         """Get ready for job outside the timed run: start workers of the right shape."""

@@ -13,25 +13,23 @@ import contextlib
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
-from types import TracebackType
-from typing import Self
 
 import redis
 
-from core import interrupt, procs
+from core import procs
 from core.broker import client, ping
 from core.celery_workers import CeleryWorkers, Topology, ping_workers
+from core.closing import Closing
 from core.errors import RunFailed
 from core.settings import FLOWER_PORT, Settings
 from core.urls import check_url, mask_url
+from core.wait import wait_until
 
 REDIS_START_TIMEOUT_S = 10.0
 WORKER_WAIT_S = 4.0
@@ -88,8 +86,6 @@ class RedisServer:
             f'requirepass {self.password}\ndir {self.workdir}\nsave ""\n'
             f"appendonly {'yes' if self.appendonly else 'no'}\n"
         )
-        log = self.workdir / "redis.log"
-        self.process = procs.spawn([*self.prefix, redis_binary(), "-"], log, stdin_text=config)
 
         def answers() -> bool:
             try:
@@ -97,11 +93,11 @@ class RedisServer:
             except (redis.RedisError, OSError):
                 return False
 
-        try:
-            procs.wait_ready(self.process, answers, "redis-server", log, REDIS_START_TIMEOUT_S)
-        except BaseException:
-            self.stop()
-            raise
+        argv = [*self.prefix, redis_binary(), "-"]
+        log = self.workdir / "redis.log"
+        self.process = procs.start_ready(
+            argv, log, answers, "redis-server", REDIS_START_TIMEOUT_S, stdin_text=config
+        )
         return self.url
 
     def stop(self) -> None:
@@ -115,15 +111,6 @@ FLOWER_START_TIMEOUT_S = 30.0
 FLOWER_ATTEMPTS = 3
 
 
-def port_is_free(port: int) -> bool:
-    with socket.socket() as probe:
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
 class Flower:
     """Flower on 127.0.0.1, watching the stack's broker: tasks as they arrive and finish.
 
@@ -134,7 +121,7 @@ class Flower:
     def __init__(self, url: str, workdir: Path, port: int = FLOWER_PORT) -> None:
         self.url = url
         self.workdir = workdir
-        self.port = port if port and port_is_free(port) else procs.free_port()
+        self.port = procs.free_port(port)
         self.user, self.password = FLOWER_USER, secrets.token_urlsafe(12)
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -166,8 +153,6 @@ class Flower:
         env["FLOWER_BASIC_AUTH"] = self.login
         argv = [sys.executable, "-m", "celery", "-A", "tasks", "flower"]
         argv += ["--address=127.0.0.1", f"--port={port}"]
-        log = self.workdir / "flower.log"
-        self.process = procs.spawn(argv, log, env)
         # Not /healthcheck, which anything on the port could answer: a page behind the
         # login, which only this Flower has.
         request = urllib.request.Request(f"{self.address}/api/tasks?limit=1")
@@ -181,11 +166,10 @@ class Flower:
             except OSError:
                 return False
 
-        try:
-            procs.wait_ready(self.process, answers, "flower", log, FLOWER_START_TIMEOUT_S, 0.1)
-        except BaseException:
-            self.stop()
-            raise
+        log = self.workdir / "flower.log"
+        self.process = procs.start_ready(
+            argv, log, answers, "flower", FLOWER_START_TIMEOUT_S, 0.1, env
+        )
         return self.address
 
     def stop(self) -> None:
@@ -194,7 +178,7 @@ class Flower:
             self.process = None
 
 
-class Stack:
+class Stack(Closing):
     """The broker and workers a broker rung runs on; a context manager."""
 
     def __init__(self, settings: Settings) -> None:
@@ -218,40 +202,27 @@ class Stack:
     def masked_url(self) -> str:
         return mask_url(self.url)
 
-    def __enter__(self) -> Self:
-        try:
-            if self.embedded:
-                self.redis = RedisServer(self.workdir)
-                self.url = self.backend_url = self.redis.start()
-            else:
-                ping(self.url)
-                if self.backend_url != self.url:
-                    ping(self.backend_url, "result backend")
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
+    def open(self) -> None:
+        if self.embedded:
+            self.redis = RedisServer(self.workdir)
+            self.url = self.backend_url = self.redis.start()
+        else:
+            ping(self.url)
+            if self.backend_url != self.url:
+                ping(self.backend_url, "result backend")
 
     def celery_workers(self, topology: Topology) -> None:
         """Have workers of this topology serving the broker (embedded), or check some are."""
         if not self.embedded:
             # Workers started beside us (compose) may still be booting: ask for a while.
-            deadline = time.monotonic() + WORKER_WAIT_S
-            while not ping_workers(self.url, self.backend_url, limit=1):
-                if time.monotonic() > deadline:
-                    raise RunFailed(
-                        f"no Celery worker answers on {self.masked_url}; "
-                        "start one with: celery -A tasks worker -E"
-                    )
-                interrupt.check()
+            # A ping waits for answers itself: no pause between them.
+            if not wait_until(
+                lambda: ping_workers(self.url, self.backend_url, limit=1), WORKER_WAIT_S, 0
+            ):
+                raise RunFailed(
+                    f"no Celery worker answers on {self.masked_url}; "
+                    "start one with: celery -A tasks worker -E"
+                )
             return
         if self.workers and self.workers.topology == topology:
             return

@@ -26,10 +26,10 @@ import os
 import threading
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
-from types import TracebackType
-from typing import Self
 
 import psutil
+
+from core.closing import Closing
 
 INTERVAL_S = 0.05
 MB = 1024 * 1024
@@ -121,7 +121,7 @@ def reset_high_water(pid: int) -> bool:
     return True
 
 
-class PeakRss:
+class PeakRss(Closing):
     """A context manager that samples RSS around a run, in a background thread.
 
     sessions() names the sessions whose processes count besides this process's own
@@ -151,21 +151,17 @@ class PeakRss:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="rss-sampler", daemon=True)
 
-    def __enter__(self) -> Self:
+    def open(self) -> None:
         for process in self.processes():
             self._before.add(process.pid)
             if reset_high_water(process.pid):
                 self._high_water_ok.add(process.pid)
         self.sample()
         self._thread.start()
-        return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def close(self) -> None:
+        if self._thread.ident is None:
+            return  # an open that failed before sampling began: no run to sample
         self._stop.set()
         self._thread.join()
         self.sample()

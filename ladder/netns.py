@@ -25,18 +25,16 @@ import random
 import secrets
 import shutil
 import subprocess
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
-from typing import Self
 
 from rich.table import Table
 
 from broker_ipc.celery_rung import CeleryRung
 from core import procs
 from core.celery_workers import CeleryWorkers, Topology
+from core.closing import Closing
 from core.errors import RunFailed
 from core.jobs import PipelineJob
 from core.results import RunResult
@@ -76,7 +74,7 @@ def unavailable() -> str | None:
     return None
 
 
-class Hosts:
+class Hosts(Closing):
     """A broker host with a bridge, and `workers` worker hosts on it."""
 
     def __init__(self, workers: int) -> None:
@@ -107,22 +105,17 @@ class Hosts:
         """The inode of each host's network namespace: what no process holds once it is gone."""
         return [os.stat(f"/proc/{process.pid}/ns/net").st_ino for process in self.holders.values()]
 
-    def __enter__(self) -> Self:
-        try:
-            self.add_host(self.broker)
-            b = self.pid(self.broker)
-            ip("link", "add", "br0", "type", "bridge", host=b)
-            ip("addr", "add", f"{self.broker_address}/24", "dev", "br0", host=b)
-            ip("link", "set", "br0", "up", host=b)
-            # This process's own way in, from the root namespace.
-            self.plug(self.root_link, None, f"{self.subnet}.254")
-            for worker in self.workers:
-                self.add_host(worker)
-                self.plug(worker, worker, self.address(worker))
-        except BaseException:
-            self.close()
-            raise
-        return self
+    def open(self) -> None:
+        self.add_host(self.broker)
+        b = self.pid(self.broker)
+        ip("link", "add", "br0", "type", "bridge", host=b)
+        ip("addr", "add", f"{self.broker_address}/24", "dev", "br0", host=b)
+        ip("link", "set", "br0", "up", host=b)
+        # This process's own way in, from the root namespace.
+        self.plug(self.root_link, None, f"{self.subnet}.254")
+        for worker in self.workers:
+            self.add_host(worker)
+            self.plug(worker, worker, self.address(worker))
 
     def add_host(self, name: str) -> None:
         """A namespace of its own, held by a process that dies with this one."""
@@ -130,12 +123,12 @@ class Hosts:
         holder = procs.spawn(HOLD, log)
         self.holders[name] = holder
         own = os.stat("/proc/self/ns/net").st_ino
-        deadline = time.monotonic() + HOLD_START_S
-        # Until unshare has made the namespace and become `sleep`.
-        while os.stat(f"/proc/{holder.pid}/ns/net").st_ino == own:
-            if holder.poll() is not None or time.monotonic() > deadline:
-                raise RunFailed(f"unshare --net did not start: {procs.tail(log)}")
-            time.sleep(0.01)
+
+        def unshared() -> bool:
+            """Whether unshare has made the namespace and become `sleep`."""
+            return os.stat(f"/proc/{holder.pid}/ns/net").st_ino != own
+
+        procs.wait_ready(holder, unshared, "unshare --net", log, HOLD_START_S, poll_s=0.01)
         ip("link", "set", "lo", "up", host=holder.pid)
 
     def plug(self, link: str, host: str | None, address: str) -> None:
@@ -157,14 +150,6 @@ class Hosts:
             ip("link", "del", f"{self.root_link}-i")
         procs.stop(*self.holders.values())
         self.folder.cleanup()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 @dataclass(frozen=True)

@@ -52,7 +52,7 @@ from core.forkserver import (
 )
 from core.jobs import Job, PipelineJob, SumJob, TicketsJob
 from core.results import Consumed, Sales
-from core.rung import Progress, Rung, no_progress
+from core.rung import Progress, Rung, Shown, no_progress
 from local_ipc.loops import Channel, collect, consume, produce, put_all, sum_chunks
 from tasks.tickets import FileStore, buy
 from tasks.workloads import STOP
@@ -162,13 +162,10 @@ class ProcessesRung(Rung):
             )
             for c in range(job.consumers)
         ]
-        shown = 0
+        shown = Shown(progress)
 
         def show_handled() -> None:
-            nonlocal shown
-            now = sum(count.value for count in handled)
-            progress(now - shown)
-            shown = now
+            shown.to(sum(count.value for count in handled))
 
         watch = Watch(producers + consumers, show_handled)
         tallies: list[Consumed] = []
@@ -207,13 +204,10 @@ class ProcessesRung(Rung):
         results = CONTEXT.Queue()
         answered = [shared_count() for _ in range(job.workers)]
         start = CONTEXT.Barrier(job.workers)
-        shown = 0
+        shown = Shown(progress)
 
         def show_answered() -> None:
-            nonlocal shown
-            now = sum(count.value for count in answered)
-            progress(now - shown)
-            shown = now
+            shown.to(sum(count.value for count in answered))
 
         with procs.scratch("ladder-tickets-") as folder:
             store = FileStore.create(Path(folder) / "tickets.json", job.tickets)

@@ -40,7 +40,6 @@ def running(model: str, log_dir: Path) -> Iterator[tuple[str, int]]:
     """A model's server in a process of its own on a free port: yields (host, port)."""
     log = log_dir / f"{model}_server.log"
     argv = [sys.executable, "-m", MODELS[model], "--host", HOST, "--port", "0"]
-    server = procs.spawn(argv, log)
     found: re.Match[str] | None = None
 
     def listening() -> bool:
@@ -48,8 +47,8 @@ def running(model: str, log_dir: Path) -> Iterator[tuple[str, int]]:
         found = READY.search(log.read_text(errors="replace"))
         return found is not None
 
+    server = procs.start_ready(argv, log, listening, f"the {model} server", START_TIMEOUT_S)
     try:
-        procs.wait_ready(server, listening, f"the {model} server", log, START_TIMEOUT_S)
         assert found is not None
         yield found[2], int(found[3])
     finally:
