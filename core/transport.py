@@ -9,6 +9,9 @@ before kombu touches it: its size in bytes before anything decodes it, then ever
 of its envelope that kombu or Celery reads. One that fails is logged in one line naming
 the problem and dropped: it is off the list already, and never filed as unacknowledged,
 so it does not come back either.
+
+Above the transport: a producer's or a consumer's Session, whose connection is made
+again after an outage, and PayloadQueue, a SimpleQueue with queue.Queue's get and put.
 """
 
 from __future__ import annotations

@@ -73,6 +73,7 @@ def consume(
     """
     task_done = getattr(channel, "task_done", None)
     consumed = Consumed() if consumed is None else consumed
+    # Counted here, not from `consumed`: a broker consumer empties it as it records.
     unshown = 0
     while (message := channel.get()) is not STOP:
         if isinstance(message, list):
