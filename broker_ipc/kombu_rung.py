@@ -13,13 +13,13 @@ from collections.abc import Sequence
 
 from broker_ipc.base import BrokerRung, Watch
 from broker_ipc.tickets import kombu_tickets
-from consumers.kombu_consumer import PayloadQueue, consume, sum_worker
+from consumers.kombu_consumer import consume, sum_worker
 from core.broker import RunKeys
 from core.forkserver import Child, sent_counter, stop_processes
 from core.jobs import PipelineJob, SumJob, TicketsJob
 from core.results import Consumed, Sales
 from core.rung import Progress, no_progress
-from core.transport import connect
+from core.transport import PayloadQueue, connect
 from local_ipc.loops import collect, put_all
 from producers.kombu_producer import produce
 from tasks.workloads import STOP, batches, make_message

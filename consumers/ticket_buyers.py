@@ -4,7 +4,7 @@
 
 Set beside local_ipc/processes.py's buyer_main: the JSON file became a Redis key and the
 multiprocessing.Lock became one atomic script, or a Redis lock; each buyer arrives as a
-message, and the sentinel stayed.
+message on a KombuQueue, and the sentinel stayed.
 """
 
 from __future__ import annotations
@@ -12,11 +12,12 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from consumers.kombu_consumer import consume_queue
-from core.broker import RunKeys, client
+from consumers.kombu_queue import KombuQueue
+from core.broker import OUTAGE_ERRORS, RunKeys, client
 from core.jobs import TicketsJob
+from core.transport import session
 from tasks.tickets import RedisTickets
-from tasks.workloads import check_buy
+from tasks.workloads import STOP, check_buy
 
 
 def buyers_queue(keys: RunKeys) -> str:
@@ -40,16 +41,23 @@ def serve(url: str, keys: RunKeys, job: TicketsJob, visibility_timeout_s: float)
     name = f"ladder-ticket-buyer-{os.getpid()}"
     tickets = RedisTickets(client(url, name=name), keys.prefix)
 
-    def buy(message: Any) -> None:
+    def check(message: Any) -> None:
         if not isinstance(message, dict) or "buyer" not in message:
             raise ValueError(f"not a buyer: {message!r:.80}, not {{'buyer': number}}")
-        tickets.buy(*check_buy(message["buyer"], job.gap_ms, job.mode))
+        check_buy(message["buyer"], job.gap_ms, job.mode)
 
-    consume_queue(
-        url,
-        buyers_queue(keys),
-        visibility_timeout_s,
-        name,
-        buy,
-        on_connect=lambda: tickets.redis.incr(ready_key(keys)),
-    )
+    with session(url, visibility_timeout_s, name) as link:
+        buyers = KombuQueue(
+            link, buyers_queue(keys), check, on_connect=lambda: tickets.redis.incr(ready_key(keys))
+        )
+        while (message := buyers.get()) is not STOP:
+            with link.riding_out():
+                try:
+                    tickets.buy(message["buyer"], job.gap_ms, job.mode)
+                except OUTAGE_ERRORS:
+                    raise  # to be waited out, and the buyer to come back
+                except Exception as error:
+                    buyers.refuse(error)
+                    continue
+                buyers.task_done()
+        buyers.task_done()

@@ -9,6 +9,9 @@ before kombu touches it: its size in bytes before anything decodes it, then ever
 of its envelope that kombu or Celery reads. One that fails is logged in one line naming
 the problem and dropped: it is off the list already, and never filed as unacknowledged,
 so it does not come back either.
+
+Above the transport: a producer's or a consumer's Session, whose connection is made
+again after an outage, and PayloadQueue, a SimpleQueue with queue.Queue's get and put.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from kombu.transport import redis as kombu_redis
 from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import dumps, loads
 
-from core.broker import LEASE_S, PREFIX, transport_options
+from core.broker import LEASE_S, OUTAGE_ERRORS, PREFIX, transport_options
 from core.work import MAX_MESSAGE_BYTES
 
 log = logging.getLogger(__name__)
@@ -325,17 +328,75 @@ def connect(url: str, visibility_timeout_s: float, name: str | None = None) -> C
     return Connection(url, transport=Transport, transport_options=options)
 
 
+class Session:
+    """A producer's or a consumer's connection to the broker, for as long as it runs:
+    made at first use, and made again at the first use after an outage."""
+
+    def __init__(self, url: str, visibility_timeout_s: float, name: str) -> None:
+        self.url = url
+        self.visibility_timeout_s = visibility_timeout_s
+        self.name = name
+        self._connection: Connection | None = None
+
+    @property
+    def connection(self) -> Connection:
+        if self._connection is None:
+            self._connection = connect(self.url, self.visibility_timeout_s, self.name)
+        return self._connection
+
+    @contextmanager
+    def riding_out(self) -> Iterator[None]:
+        """Run the block; a broker outage in it (Redis restarting, say) drops the
+        connection and waits RECONNECT_S, and the next use connects again.
+
+        What the old connection held unacknowledged comes back after the visibility
+        timeout, to be handled again: the tally counts it once."""
+        try:
+            yield
+        except OUTAGE_ERRORS as error:
+            # Quietly: the run reports the outage and how long it lasted, once.
+            log.info("lost the broker (%s); reconnecting", error)
+            self.drop()
+            time.sleep(RECONNECT_S)
+
+    def drop(self) -> None:
+        """Let go of the connection without closing it: closing would talk to a broker
+        that is not there."""
+        if self._connection is not None:
+            self._connection.collect()
+            self._connection = None
+
+    def close(self) -> None:
+        if self._connection is not None:
+            self._connection.release()
+            self._connection = None
+
+
 @contextmanager
-def session(url: str, visibility_timeout_s: float, name: str) -> Iterator[Connection]:
-    """A connection closed on the way out, or just dropped when the broker is gone:
-    closing would talk to a broker that is not there."""
-    connection = connect(url, visibility_timeout_s, name)
-    closed_cleanly = False
+def session(url: str, visibility_timeout_s: float, name: str) -> Iterator[Session]:
+    """A Session, closed on the way out, or dropped when the way out is an error."""
+    held = Session(url, visibility_timeout_s, name)
     try:
-        yield connection
-        closed_cleanly = True
-    finally:
-        if closed_cleanly:
-            connection.release()
-        else:
-            connection.collect()
+        yield held
+    except BaseException:
+        held.drop()
+        raise
+    held.close()
+
+
+class PayloadQueue:
+    """A SimpleQueue whose get returns the payload, acknowledged: queue.Queue's API exactly.
+
+    What the kombu rung's parent puts chunks on and gets totals from, and what a sum
+    worker puts its totals on."""
+
+    def __init__(self, connection: Connection, name: str) -> None:
+        self.simple = connection.SimpleQueue(name, serializer="json", accept=["json"])
+
+    def put(self, obj: Any, block: bool = True, timeout: float | None = None) -> None:
+        self.simple.put(obj)
+
+    def get(self, block: bool = True, timeout: float | None = None) -> Any:
+        message = self.simple.get(block=block, timeout=timeout)
+        message.ack()
+        return message.payload

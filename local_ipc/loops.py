@@ -1,7 +1,9 @@
-"""The producer and consumer loops that threads and processes share.
+"""The producer and consumer loops that threads, processes and the kombu rung share.
 
 queue.Queue and multiprocessing.Queue have the same put/get, so the very same loop
-runs in a thread or in a child process: only the channel handed to it differs.
+runs in a thread or in a child process: only the channel handed to it differs. A broker
+queue is one more channel (consumers/kombu_queue.py): its get() takes a message and its
+task_done() acknowledges it, as JoinableQueue's tells join().
 """
 
 from __future__ import annotations
@@ -33,6 +35,12 @@ class Channel(Protocol):
     def get(self, block: bool = True, timeout: float | None = None) -> Any: ...
 
 
+class Source(Protocol):
+    """What a consumer loop takes from: get() waits for the next message or STOP."""
+
+    def get(self) -> Any: ...
+
+
 def produce(channel: Channel, ids: range, job: PipelineJob, sent: Count | None = None) -> None:
     """Put one item per id, or lists of job.batch items; put blocks while the bounded
     channel is full (backpressure). `sent`, when given, counts the items put."""
@@ -52,39 +60,51 @@ def produce(channel: Channel, ids: range, job: PipelineJob, sent: Count | None =
 
 
 def consume(
-    channel: Channel, job: PipelineJob, progress: Progress, consumed: Consumed | None = None
+    channel: Source, job: PipelineJob, progress: Progress, consumed: Consumed | None = None
 ) -> Consumed:
     """Handle items (or batches of them) until the sentinel; return what this consumer
     handled: `consumed`, when given, filled in place, so that what was handled is kept
     even if an exception ends the loop.
 
-    A joinable channel (queue.Queue, multiprocessing.JoinableQueue) is told task_done
-    after every get, the sentinel's included, so that join() returns once all is handled.
+    A joinable channel (queue.Queue, multiprocessing.JoinableQueue, a broker queue) is
+    told task_done after every get, the sentinel's included, once the item is handled
+    and in `consumed`: join() then returns once all is handled, and a broker message
+    is acknowledged only once its item is recorded.
     """
     task_done = getattr(channel, "task_done", None)
     consumed = Consumed() if consumed is None else consumed
-    shown = 0
+    # Counted here, not from `consumed`: a broker consumer empties it as it records.
+    unshown = 0
     while (message := channel.get()) is not STOP:
         if isinstance(message, list):
-            consumed.record_all(handle_batch(message, job.work_ms, job.work_kind))
+            handled = handle_batch(message, job.work_ms, job.work_kind)
+            consumed.record_all(handled)
+            unshown += len(handled)
         else:
             consumed.record(*handle_item(message, job.work_ms, job.work_kind))
+            unshown += 1
         if task_done:
             task_done()
-        if len(consumed.ids) - shown >= PROGRESS_EVERY:
-            progress(len(consumed.ids) - shown)
-            shown = len(consumed.ids)
+        if unshown >= PROGRESS_EVERY:
+            progress(unshown)
+            unshown = 0
     if task_done:
         task_done()
-    progress(len(consumed.ids) - shown)
+    progress(unshown)
     return consumed
 
 
-def sum_chunks(chunks: Channel, totals: Channel) -> None:
-    """Sum (start, stop) ranges until the sentinel, putting (numbers, total) for each."""
+def sum_chunks(chunks: Source, totals: Channel) -> None:
+    """Sum (start, stop) ranges until the sentinel, putting (numbers, total) for each;
+    a joinable chunks channel is told task_done once the total is put."""
+    task_done = getattr(chunks, "task_done", None)
     while (chunk := chunks.get()) is not STOP:
         start, stop = chunk
         totals.put((stop - start, sum_range(start, stop)))
+        if task_done:
+            task_done()
+    if task_done:
+        task_done()
 
 
 def put_all(channel: Channel, objs: Sequence[Any]) -> None:

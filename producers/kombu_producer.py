@@ -5,23 +5,16 @@ ids -> SimpleQueue.put (JSON) -> Redis list, held back while the list is full
 
 from __future__ import annotations
 
-import logging
 import os
-import time
+from functools import partial
 
 from kombu.simple import SimpleQueue
 
-from core.broker import OUTAGE_ERRORS, RunKeys
+from core.broker import RunKeys
 from core.forkserver import SentCounter
 from core.jobs import PipelineJob
-from core.transport import (
-    RECONNECT_S,
-    session,
-)
-from producers.sending import room_check_every
-from tasks.workloads import batches, make_message
-
-log = logging.getLogger(__name__)
+from core.transport import session
+from producers.sending import send_share
 
 
 def qsize(channel: SimpleQueue) -> int:
@@ -39,25 +32,8 @@ def produce(
     A broker outage drops the connection: the producer makes a new one and goes on from
     the item it was sending (which may then arrive twice: a redelivery, counted once).
     """
-    name = f"ladder-producer-{os.getpid()}"
-    while sent.value < len(ids):
-        try:
-            with session(url, visibility_s, name) as connection:
-                put_share(connection.SimpleQueue(keys.items, serializer="json"), ids, job, sent)
-        except OUTAGE_ERRORS as error:
-            # Quietly: the run reports the outage and how long it lasted, once.
-            log.info("lost the broker (%s); reconnecting", error)
-            time.sleep(RECONNECT_S)
-
-
-def put_share(channel: SimpleQueue, ids: range, job: PipelineJob, sent: SentCounter) -> None:
-    """Put the items of ids not sent yet, job.batch of them per message."""
-    payload, bound = job.payload, job.broker_queue_size
-    every = room_check_every(bound)
-    for count, part in enumerate(batches(ids[sent.value :], job.batch)):
-        message = make_message(part, payload, job.batched, job.produce_ms)
-        if count % every == 0:
-            while qsize(channel) >= bound:
-                time.sleep(0.005)
-        channel.put(message)
-        sent.value += len(part)
+    with session(url, visibility_s, f"ladder-producer-{os.getpid()}") as link:
+        while sent.value < len(ids):
+            with link.riding_out():
+                channel = link.connection.SimpleQueue(keys.items, serializer="json")
+                send_share(channel.put, partial(qsize, channel), ids, job, sent)

@@ -7,6 +7,7 @@ import cleanly in a Celery worker. Items are plain dicts so that they travel as 
 from __future__ import annotations
 
 import math
+import sys
 import time
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -25,6 +26,8 @@ from core.work import (
     expected_sum,
 )
 from tasks.tickets import BUYER_MODES
+
+FLOAT_MAX = sys.float_info.max
 
 # End of stream: one per consumer, put after every producer has finished.
 # None is JSON's null, so the same sentinel crosses a broker unchanged.
@@ -67,7 +70,9 @@ def check_item(item: Any) -> Item:
     item_id, t = item.get("id"), item.get("t")
     if isinstance(item_id, bool) or not isinstance(item_id, int):
         raise ValueError(f"item id must be a whole number (got {item_id!r:.80})")
-    if isinstance(t, bool) or not isinstance(t, int | float):
+    # Within a float's range, as handle_item subtracts t from a float: 10**400 would
+    # pass as a number and then fail the handling, not the check.
+    if isinstance(t, bool) or not isinstance(t, int | float) or not -FLOAT_MAX <= t <= FLOAT_MAX:
         raise ValueError(f"item t must be a timestamp (got {t!r:.80})")
     return item
 
