@@ -591,6 +591,20 @@ KOMBU_CASES = [
         Bad(lambda k, p: item_message(bad_item(k, id="nine")), r"(?i)\bid\b"),
         "string-id",
     ),
+    # Numbers as JSON holds them, each of which would pass "is it a number" and then
+    # fail the handling (t is subtracted from a float): refused at the check instead.
+    case(
+        Bad(lambda k, p: item_message(bad_item(k, t=10**400)), r"t must be a timestamp"),
+        "timestamp-beyond-a-float",
+    ),
+    case(
+        Bad(lambda k, p: item_message(bad_item(k, t=float("nan"))), r"t must be a timestamp"),
+        "timestamp-nan",
+    ),
+    case(
+        Bad(lambda k, p: item_message(bad_item(k, t=float("inf"))), r"t must be a timestamp"),
+        "timestamp-infinite",
+    ),
     case(
         Bad(lambda k, p: pickled(RunsCode(p), celery=False), r"pickle"),
         "pickle-that-runs-code",
