@@ -33,6 +33,7 @@ from core.jobs import Job, PipelineJob
 from core.results import Consumed, RunResult, percentiles_ms, verify_pipeline
 from core.settings import Settings
 from core.transport import connect
+from core.wait import wait_while_moving
 from local_ipc.loops import Channel, collect
 from tasks.celery_app import make_app
 from tasks.workloads import STOP, make_item
@@ -219,6 +220,7 @@ def kombu_simple_queue(url: str, job: Job) -> RunResult:
 DEFAULT_WORKER = Topology(instances=1, pool="prefork", concurrency=2)
 NOOP_QUEUE = "ladder-noop"  # served by the bare worker alone, not by a rung's workers
 STATS_EVERY_S = 0.1
+NOOP_STALL_S = 30.0  # no task run for this long: the bare worker has stopped
 
 
 @contextmanager
@@ -267,10 +269,16 @@ def celery_noop(url: str, job: Job) -> RunResult:
         for _ in range(job.items):
             noop.apply_async()
         ran = 0
-        while ran < job.items:
-            time.sleep(STATS_EVERY_S)
-            ran = noops_run(app, worker) - before
-            interrupt.check()
+
+        def count() -> int:
+            # The most seen: a worker that died answers nothing, which counts as 0.
+            nonlocal ran
+            ran = max(ran, noops_run(app, worker) - before)
+            return ran
+
+        # A worker that stopped running tasks (killed, its broker gone) ends the wait:
+        # the result then says how many of the tasks ran.
+        wait_while_moving(count, lambda n: n >= job.items, NOOP_STALL_S, STATS_EVERY_S)
         return counted(job, ran, time.perf_counter() - start)
 
 

@@ -3,9 +3,15 @@ peak RSS of every case recorded, against a bound in --memory."""
 
 from __future__ import annotations
 
+import contextlib
+import threading
+import time
 from collections.abc import Callable
+from dataclasses import replace
 
+import psutil
 import pytest
+import redis
 
 from core.jobs import Job, PipelineJob
 from core.results import RunResult
@@ -44,6 +50,45 @@ def test_local_limit_is_verified(limit: Callable[[Job], RunResult]) -> None:
 @pytest.mark.parametrize("limit", ON_BROKER, ids=lambda f: f.__name__)
 def test_broker_limit_is_verified(limit: Callable[[str, Job], RunResult], redis_url: str) -> None:
     check(limit(redis_url, TINY))
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(90)
+def test_the_celery_no_op_limit_is_verified(redis_url: str) -> None:
+    check(limits.celery_noop(redis_url, TINY))
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(90)
+def test_the_celery_no_op_limit_ends_when_its_worker_dies(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The wait for the worker's own count ends once the count stops moving: a killed
+    worker makes an unverified result, not a wait without end."""
+    monkeypatch.setattr(limits, "NOOP_STALL_S", 3.0)
+    me = psutil.Process()
+
+    def kill_the_worker() -> None:
+        """The worker and its pool, 1 s after the tasks began to arrive: mid-run."""
+        broker = redis.Redis.from_url(redis_url)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            workers = [p for p in me.children() if "celery" in " ".join(p.cmdline())]
+            if workers and broker.llen(limits.NOOP_QUEUE):
+                time.sleep(1)
+                for worker in workers:
+                    for process in [*worker.children(recursive=True), worker]:
+                        with contextlib.suppress(psutil.Error):
+                            process.kill()
+                return
+            time.sleep(0.1)
+
+    killer = threading.Thread(target=kill_the_worker, daemon=True)
+    killer.start()
+    outcome = limits.celery_noop(redis_url, replace(TINY, items=20_000))
+    killer.join(timeout=5)
+    assert not outcome.verified
+    assert 0 <= outcome.got < 20_000
 
 
 def result(throughput: float) -> RunResult:
