@@ -127,3 +127,10 @@ def forget_celery_variables(environ: MutableMapping[str, str] | None = None) -> 
     env = os.environ if environ is None else environ
     for name in [name for name in env if name.startswith(CELERY_PREFIX)]:
         del env[name]
+
+
+def flower_login_file() -> Path:
+    """Where Flower's password is kept, for this user alone, as compose keeps its own in
+    /run/ladder/flower-login: $XDG_CONFIG_HOME/queue-ladder/flower-login."""
+    config = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(config) / "queue-ladder" / "flower-login"

@@ -26,8 +26,8 @@ from core import procs
 from core.broker import client, ping
 from core.celery_workers import CeleryWorkers, Topology, ping_workers
 from core.closing import Closing
-from core.errors import RunFailed
-from core.settings import FLOWER_PORT, Settings
+from core.errors import BadInput, RunFailed
+from core.settings import FLOWER_PORT, Settings, flower_login_file
 from core.urls import check_url, mask_url
 from core.wait import wait_until
 
@@ -111,6 +111,31 @@ FLOWER_START_TIMEOUT_S = 30.0
 FLOWER_ATTEMPTS = 3
 
 
+def kept_password(path: Path) -> str:
+    """The password in path, made there on first use, readable by this user alone: the
+    demo says where it is, never what it is, so that no log or screen shows it."""
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            if path.stat().st_mode & 0o077:
+                raise BadInput(f"{path} is open to other users: chmod 600 {path}") from None
+            password = path.read_text(errors="replace").strip()
+            if not password or not password.isprintable() or len(password) > 256:
+                raise BadInput(f"{path} must hold one line, Flower's password") from None
+            return password
+        password = secrets.token_urlsafe(16)
+        with os.fdopen(fd, "w") as file:
+            file.write(password + "\n")
+        return password
+    except OSError as error:
+        raise RunFailed(
+            f"cannot keep Flower's password in {path}: {error.strerror or error} "
+            "(set XDG_CONFIG_HOME, or --no-flower)"
+        ) from None
+
+
 class Flower:
     """Flower on 127.0.0.1, watching the stack's broker: tasks as they arrive and finish.
 
@@ -118,11 +143,14 @@ class Flower:
     machine, and Flower's API can run tasks and shut workers down.
     """
 
-    def __init__(self, url: str, workdir: Path, port: int = FLOWER_PORT) -> None:
+    def __init__(
+        self, url: str, workdir: Path, port: int = FLOWER_PORT, password: str | None = None
+    ) -> None:
         self.url = url
         self.workdir = workdir
         self.port = procs.free_port(port)
-        self.user, self.password = FLOWER_USER, secrets.token_urlsafe(12)
+        self.user = FLOWER_USER
+        self.password = secrets.token_urlsafe(12) if password is None else password
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -239,7 +267,7 @@ class Stack(Closing):
 
     def start_flower(self, port: int = FLOWER_PORT) -> str:
         """Start Flower on this stack's broker; its address (another port if port is taken)."""
-        self.flower = Flower(self.url, self.workdir, port)
+        self.flower = Flower(self.url, self.workdir, port, kept_password(flower_login_file()))
         return self.flower.start()
 
     def close(self) -> None:

@@ -7,12 +7,31 @@ free port, with a password, and is stopped at the end of its block, even when a 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from core.celery_workers import CeleryWorkers, Topology
+from tests.support.cli import ENV
 from tests.support.redis_servers import RedisServers
+
+
+@pytest.fixture(scope="session", autouse=True)
+def config_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """XDG_CONFIG_HOME for the session, in ladder's processes and this one: what ladder
+    keeps there (Flower's password) is the tests', not the machine user's."""
+    home = tmp_path_factory.mktemp("config")
+    before = os.environ.get("XDG_CONFIG_HOME")
+    os.environ["XDG_CONFIG_HOME"] = ENV["XDG_CONFIG_HOME"] = str(home)
+    try:
+        yield home
+    finally:
+        if before is None:
+            os.environ.pop("XDG_CONFIG_HOME", None)
+        else:
+            os.environ["XDG_CONFIG_HOME"] = before
 
 
 @pytest.fixture(scope="session")

@@ -65,6 +65,29 @@ def test_the_demo_prints_the_table_and_findings_and_writes_three_files(tmp_path:
     assert "Held up best" in done.stdout
 
 
+@pytest.mark.timeout(150)
+def test_the_demo_says_where_flowers_password_is_never_what_it_is(tmp_path: Path) -> None:
+    """Made on first use in a file of the user's alone, as compose keeps its own: the
+    demo's output, which may go to a log, names the file."""
+    config = tmp_path / "config"
+    kept = config / "queue-ladder" / "flower-login"
+    argv = [*LADDER, "--rungs", "celery", "--no-servers", "--out", str(tmp_path / "out")]
+    env = {**ENV, "XDG_CONFIG_HOME": str(config)}
+    done = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    password = kept.read_text().strip()
+    assert len(password) >= 20
+    assert kept.stat().st_mode & 0o777 == 0o600
+    assert kept.parent.stat().st_mode & 0o777 == 0o700
+    assert password not in done.stdout + done.stderr
+    assert f"its password: cat {kept};" in done.stderr
+
+    kept.chmod(0o644)  # a file other users can read is refused, not used
+    done = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    cli.check_bad_input(done, f"{kept} is open to other users: chmod 600 {kept}")
+    assert password not in done.stdout + done.stderr
+
+
 @pytest.mark.parametrize(
     ("signum", "code", "word"),
     [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")],

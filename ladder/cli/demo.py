@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -12,7 +13,7 @@ from rich.console import Console, RenderableType
 
 from core import interrupt
 from core.commandline import PORT_NUMBER
-from core.settings import FLOWER_PORT
+from core.settings import FLOWER_PORT, flower_login_file
 from ladder.cli.options import (
     RUNG_LIST,
     State,
@@ -78,8 +79,8 @@ def demo(
         if stack.flower:
             flower = stack.flower
             progress.say(
-                f"Flower: {flower.address}  (user {flower.user}, password {flower.password}; "
-                "watch the tasks arrive)"
+                f"Flower: {flower.address}  (user {flower.user}; its password: "
+                f"cat {shlex.quote(str(flower_login_file()))}; watch the tasks arrive)"
             )
 
     def report_rungs() -> None:
