@@ -4,6 +4,7 @@ they make."""
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any
 
 import click
@@ -14,42 +15,29 @@ from core.jobs import TICKET_LOCKS, Job, PipelineJob, SumJob, TicketsJob
 from ladder.cli.options import F
 
 
+def shown(name: str, kind: click.ParamType[Any], default: Any, help: str) -> Callable[[F], F]:
+    """An option whose help shows its default."""
+    return click.option(name, type=kind, default=default, show_default=True, help=help)
+
+
 def job_options(f: F) -> F:
     """The options of the three workloads' jobs, with the jobs' own defaults."""
     sums, pipes, tickets = SumJob(), PipelineJob(), TicketsJob()
     whole, number = Whole(), Number()
     options = [
-        click.option("--n", type=whole, default=sums.n, show_default=True, help="sum: add 1..N"),
-        click.option(
-            "--chunks",
-            type=whole,
-            default=sums.chunks,
-            show_default=True,
-            help="sum: ranges of 1..N",
-        ),
+        shown("--n", whole, sums.n, "sum: add 1..N"),
+        shown("--chunks", whole, sums.chunks, "sum: ranges of 1..N"),
         click.option(
             "--workers",
             type=whole,
             default=None,
             help="sum: workers (default: cores); tickets: buyers at once (default 8)",
         ),
-        click.option(
-            "--items",
-            type=whole,
-            default=pipes.items,
-            show_default=True,
-            help="pipeline: items in all",
-        ),
+        shown("--items", whole, pipes.items, "pipeline: items in all"),
         click.option("--producers", type=whole, default=pipes.producers, show_default=True),
         click.option("--consumers", type=whole, default=pipes.consumers, show_default=True),
         click.option("--payload-bytes", type=whole, default=pipes.payload_bytes, show_default=True),
-        click.option(
-            "--work-ms",
-            type=number,
-            default=pipes.work_ms,
-            show_default=True,
-            help="work per item, ms",
-        ),
+        shown("--work-ms", number, pipes.work_ms, "work per item, ms"),
         click.option(
             "--work-kind",
             type=OneOf(["io", "cpu"]),
@@ -57,20 +45,8 @@ def job_options(f: F) -> F:
             show_default=True,
             help="io: sleep (releases the GIL); cpu: a pure-Python loop",
         ),
-        click.option(
-            "--produce-ms",
-            type=number,
-            default=pipes.produce_ms,
-            show_default=True,
-            help="delay per item",
-        ),
-        click.option(
-            "--queue-size",
-            type=whole,
-            default=pipes.queue_size,
-            show_default=True,
-            help="queue's bound",
-        ),
+        shown("--produce-ms", number, pipes.produce_ms, "delay per item"),
+        shown("--queue-size", whole, pipes.queue_size, "queue's bound"),
         click.option(
             "--end",
             type=OneOf(["sentinel", "join"]),
@@ -78,33 +54,16 @@ def job_options(f: F) -> F:
             show_default=True,
             help="end of stream: a sentinel per consumer, or JoinableQueue.join",
         ),
-        click.option(
-            "--batch",
-            type=whole,
-            default=pipes.batch,
-            show_default=True,
-            help="items per message (threads, processes, kombu, celery)",
+        shown(
+            "--batch", whole, pipes.batch, "items per message (threads, processes, kombu, celery)"
         ),
-        click.option(
-            "--tickets",
-            type=whole,
-            default=tickets.tickets,
-            show_default=True,
-            help="tickets: for sale",
-        ),
-        click.option(
-            "--buyers",
-            type=whole,
-            default=tickets.buyers,
-            show_default=True,
-            help="tickets: racing",
-        ),
-        click.option(
+        shown("--tickets", whole, tickets.tickets, "tickets: for sale"),
+        shown("--buyers", whole, tickets.buyers, "tickets: racing"),
+        shown(
             "--gap-ms",
-            type=number,
-            default=tickets.gap_ms,
-            show_default=True,
-            help="a buyer's wait between checking the count and buying",
+            number,
+            tickets.gap_ms,
+            "a buyer's wait between checking the count and buying",
         ),
         click.option("--unsafe", is_flag=True, help="the naive read-modify-write: the oversell"),
         click.option(
