@@ -1,8 +1,9 @@
-"""Fixtures for the broker tests: private redis-servers and real Celery workers, started
-and stopped.
+"""Fixtures for the broker tests: private redis-servers, private RabbitMQ nodes and real
+Celery workers, started and stopped.
 
-Never the machine's shared Redis: every Redis a test uses comes from redis_servers, on a
-free port, with a password, and is stopped at the end of its block, even when a test fails.
+Never the machine's shared Redis or RabbitMQ: every broker a test uses comes from
+redis_servers or rabbit_nodes, on a free port, with a password, and is stopped at the end
+of its block, even when a test fails.
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ from pathlib import Path
 import pytest
 
 from core.celery_workers import CeleryWorkers, Topology
+from core.rabbitmq import RabbitNode
 from tests.support.cli import ENV
+from tests.support.rabbit_nodes import RabbitNodes
 from tests.support.redis_servers import RedisServers
 
 
@@ -49,6 +52,23 @@ def redis_url(redis_servers: RedisServers) -> Iterator[str]:
     """The URL, password included, of a private redis-server for the whole session."""
     with redis_servers.running() as server:
         yield server.url
+
+
+@pytest.fixture(scope="session")
+def rabbit_nodes() -> Iterator[RabbitNodes]:
+    """The factory: `with rabbit_nodes.running() as node:`, in a fixture of any scope."""
+    nodes = RabbitNodes()
+    try:
+        yield nodes
+    finally:
+        nodes.stop_all()
+
+
+@pytest.fixture(scope="session")
+def rabbit_node(rabbit_nodes: RabbitNodes) -> Iterator[RabbitNode]:
+    """A private RabbitMQ node for the whole session; its url has the password."""
+    with rabbit_nodes.running() as node:
+        yield node
 
 
 @pytest.fixture(scope="session")
