@@ -32,6 +32,9 @@ from core.wait import wait_until
 
 RABBIT_START_TIMEOUT_S = 60.0
 RABBIT_STOP_TIMEOUT_S = 15.0
+# A node still booting ignores SIGTERM until its signal handler is in; its data is
+# nothing yet, so it is not waited for.
+BOOTING_STOP_TIMEOUT_S = 2.0
 LOGIN_POLL_S = 0.25
 SHOWN_CHARACTERS = 300
 USER = "ladder"
@@ -108,6 +111,7 @@ class RabbitNode(Closing):
         self.port = port or 0
         self.dist_port = 0
         self.epmd_port = 0
+        self.ready = False
         self.server: subprocess.Popen[bytes] | None = None
         self.epmd: subprocess.Popen[bytes] | None = None
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
@@ -210,6 +214,7 @@ class RabbitNode(Closing):
             exited = server.poll() is not None
             why = "exited" if exited else f"took no login within {self.start_timeout_s:g} s"
             raise RunFailed(f"rabbitmq-server {self.name} {why}: {self._last_words()}")
+        self.ready = True
 
     def _last_words(self) -> str:
         """Why the node stopped, in one line: Erlang's last word on a failed boot, else
@@ -232,6 +237,7 @@ class RabbitNode(Closing):
             if self.server:
                 cleanup.callback(self._stop_server, self.server)
         self.server = self.epmd = self._tmp = None
+        self.ready = False
 
     def _stop_server(self, server: subprocess.Popen[bytes]) -> None:
         # erl_child_setup leaves the session for one of its own (setsid), with
@@ -241,7 +247,8 @@ class RabbitNode(Closing):
             below = psutil.Process(server.pid).children(recursive=True)
         except psutil.Error:
             below = []
-        procs.stop(server, timeout_s=RABBIT_STOP_TIMEOUT_S)
+        timeout_s = RABBIT_STOP_TIMEOUT_S if self.ready else BOOTING_STOP_TIMEOUT_S
+        procs.stop(server, timeout_s=timeout_s)
         for process in below:
             with contextlib.suppress(psutil.Error):
                 process.kill()

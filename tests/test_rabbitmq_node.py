@@ -4,7 +4,11 @@ behind, whether it stops or fails to start."""
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
+import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -16,12 +20,24 @@ from kombu import Connection
 
 from core.errors import RunFailed
 from core.rabbitmq import RabbitNode, logs_in
-from tests.support.proctree import cmdline, running
-from tests.support.rabbit_nodes import RabbitNodes, node_processes, of_node
+from core.wait import wait_until
+from tests.support.cli import ROOT
+from tests.support.proctree import cmdline, descendants, kill_all, running
+from tests.support.rabbit_nodes import RabbitNodes, node_processes, of_name, of_node
 
 pytestmark = pytest.mark.slow
 
 SHARED_PORT = 5672  # the machine's RabbitMQ, which no test uses
+
+
+# A program that starts a node and says its name, then that the node is up.
+STARTS_A_NODE = """
+from core.rabbitmq import RabbitNode
+node = RabbitNode()
+print(node.name, flush=True)
+with node:
+    print("up", flush=True)
+"""
 
 
 def folders() -> set[Path]:
@@ -101,3 +117,27 @@ def test_a_node_that_cannot_start_fails_in_one_line_and_leaves_nothing() -> None
     assert took_s < 60 + 20
     assert not of_node(node)
     assert folders() <= before
+
+
+@pytest.mark.timeout(120)
+def test_ctrl_c_while_the_node_starts_stops_all_of_it() -> None:
+    before = folders()
+    program = subprocess.Popen(
+        [sys.executable, "-c", STARTS_A_NODE], stdout=subprocess.PIPE, text=True, cwd=ROOT
+    )
+    seen: list[psutil.Process] = []
+    try:
+        assert program.stdout is not None
+        name = program.stdout.readline().strip()
+        below = psutil.Process(program.pid)
+        # Mid-boot: the Erlang VM runs, the node does not take a login yet.
+        assert wait_until(lambda: "beam.smp" in {p.name() for p in descendants(below)}, 60)
+        seen = descendants(below)
+        os.kill(program.pid, signal.SIGINT)
+        program.wait(timeout=60)
+        assert program.returncode != 0
+        assert not running(seen)
+        assert not [p for p in running(psutil.process_iter()) if of_name(p, name)]
+        assert folders() <= before
+    finally:
+        kill_all(program, seen)

@@ -42,13 +42,20 @@ def node_processes(node: RabbitNode) -> list[psutil.Process]:
     return running([*roots, *(child for root in roots for child in descendants(root))])
 
 
+def of_name(process: psutil.Process, name: str) -> bool:
+    """Whether process was started as node name: with it in its environment, where every
+    process of the node has it (beam.smp's command line does not)."""
+    try:
+        return process.environ().get("RABBITMQ_NODENAME") == name
+    except psutil.Error:
+        return False
+
+
 def of_node(node: RabbitNode) -> list[psutil.Process]:
-    """Every process on the machine that belongs to the node: those started with its name
-    in their environment (beam.smp's command line does not hold it), and its epmd."""
+    """Every process on the machine that belongs to the node, its epmd included."""
     epmd = f"-port {node.epmd_port} "
-    found = []
-    for process in psutil.process_iter():
-        with contextlib.suppress(psutil.Error):
-            if process.environ().get("RABBITMQ_NODENAME") == node.name or epmd in cmdline(process):
-                found.append(process)
-    return running(found)
+    return running(
+        process
+        for process in psutil.process_iter()
+        if of_name(process, node.name) or epmd in cmdline(process)
+    )
