@@ -113,3 +113,16 @@ def test_make_the_image_and_ci_install_from_the_locks() -> None:
     assert "pip install --quiet --require-hashes -r $(LOCK)" in makefile
     assert "pip install --quiet --no-deps --no-build-isolation -e ." in makefile
     assert "make test" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_every_package_on_disk_is_installed() -> None:
+    """The image installs the project for real, not editable: a package (a folder with an
+    __init__.py) missing from pyproject's list would be missing there, and only there."""
+    listed = set(PYPROJECT["tool"]["setuptools"]["packages"])
+    on_disk = {
+        ".".join(init.parent.relative_to(ROOT).parts)
+        for top in listed
+        if "." not in top
+        for init in (ROOT / top).rglob("__init__.py")
+    }
+    assert on_disk - listed == set(), "add them to [tool.setuptools] packages in pyproject.toml"
