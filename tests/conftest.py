@@ -9,32 +9,37 @@ of its block, even when a test fails.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from core.celery_workers import CeleryWorkers, Topology
 from core.rabbitmq import RabbitNode
-from tests.support.cli import ENV
 from tests.support.rabbit_nodes import RabbitNodes
 from tests.support.redis_servers import RedisServers
 
+CONFIG_HOME = pytest.StashKey[tuple[str, str | None]]()
 
-@pytest.fixture(scope="session", autouse=True)
-def config_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """XDG_CONFIG_HOME for the session, in ladder's processes and this one: what ladder
-    keeps there (Flower's password) is the tests', not the machine user's."""
-    home = tmp_path_factory.mktemp("config")
-    before = os.environ.get("XDG_CONFIG_HOME")
-    os.environ["XDG_CONFIG_HOME"] = ENV["XDG_CONFIG_HOME"] = str(home)
-    try:
-        yield home
-    finally:
-        if before is None:
-            os.environ.pop("XDG_CONFIG_HOME", None)
-        else:
-            os.environ["XDG_CONFIG_HOME"] = before
+
+def pytest_configure(config: pytest.Config) -> None:
+    """XDG_CONFIG_HOME for the session, set before any test module copies the environment:
+    what ladder keeps there (Flower's password) is the tests', not the machine user's."""
+    home = tempfile.mkdtemp(prefix="ladder-tests-config-")
+    config.stash[CONFIG_HOME] = (home, os.environ.get("XDG_CONFIG_HOME"))
+    os.environ["XDG_CONFIG_HOME"] = home
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    home, before = config.stash.get(CONFIG_HOME, (None, None))
+    if home is None:
+        return
+    shutil.rmtree(home, ignore_errors=True)
+    if before is None:
+        os.environ.pop("XDG_CONFIG_HOME", None)
+    else:
+        os.environ["XDG_CONFIG_HOME"] = before
 
 
 @pytest.fixture(scope="session")
